@@ -1,0 +1,40 @@
+# pipeline: a newcomer needs exactly two commands, `make demo` and `make test`.
+# Both install what they need: moto (a local AWS) into .venv from PyPI.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+MOTO_VERSION := 5.2.1
+VENV := $(CURDIR)/.venv
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+
+# The fixtures start moto with this interpreter.
+export PIPELINE_PYTHON := $(VENV)/bin/python
+
+.PHONY: test demo venv lint unit clean
+
+## make test: formatting, lints, docs, unit tests and the end-to-end tests against moto.
+test: venv lint unit
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+unit: venv
+	$(CARGO) test --workspace --locked
+
+## make demo: start a local AWS, seed a small world, run the pipeline against it.
+demo: venv
+	$(CARGO) build --locked -p pipeline-ci -p pipeline-fixtures --bins
+	PIPELINE_BIN=$(TARGET_DIR)/debug/pipeline $(TARGET_DIR)/debug/demo
+
+venv: $(VENV)/.moto-$(MOTO_VERSION)
+
+$(VENV)/.moto-$(MOTO_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .demo

@@ -1,0 +1,69 @@
+//! The command line: what `pipeline --help` shows.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+/// Immutable-AMI delivery for AWS: test a commit, bake its AMI.
+///
+/// Exit codes: 0 done; 1 the stage failed and left things safe;
+/// 2 bad input or config, nothing was changed.
+/// AWS settings come from the standard chain (env, profiles, SSO, instance
+/// role); AWS_ENDPOINT_URL is honoured.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, max_term_width = 100)]
+pub struct Cli {
+    /// The pipeline config file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "pipeline.yaml",
+        env = "PIPELINE_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// How to print the result on stdout; progress always goes to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// More progress detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The result format on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A human line (for `build`, just the AMI id).
+    Text,
+    /// Exactly one JSON object.
+    Json,
+}
+
+/// The stages.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the project's test command for a commit; exit 0 if it passes, 1 if not.
+    Test {
+        /// The commit under test [default: the CI's commit variable, then `git rev-parse HEAD`].
+        #[arg(long)]
+        commit: Option<String>,
+        /// The test command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Bake the commit's AMI, or reuse the one already baked for it.
+    Build {
+        /// The commit to bake [default: the CI's commit variable, then `git rev-parse HEAD`].
+        #[arg(long)]
+        commit: Option<String>,
+    },
+}

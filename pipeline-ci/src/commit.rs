@@ -1,0 +1,90 @@
+//! Which commit a step is about: `--commit`, else the CI's own variable,
+//! else `git rev-parse HEAD`.
+
+use pipeline_core::release::Commit;
+use pipeline_core::{Error, Result};
+
+/// CI variables that carry the commit SHA, in the order they are tried:
+/// CircleCI, Jenkins, GitHub Actions, GitLab CI.
+pub const COMMIT_VARIABLES: [&str; 4] =
+    ["CIRCLE_SHA1", "GIT_COMMIT", "GITHUB_SHA", "CI_COMMIT_SHA"];
+
+/// Resolves the commit from the flag, the environment (`var`) or git.
+pub fn resolve(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Result<Commit> {
+    if let Some(sha) = flag {
+        return sha.parse();
+    }
+    for name in COMMIT_VARIABLES {
+        if let Some(sha) = var(name).filter(|v| !v.trim().is_empty()) {
+            return sha.parse().map_err(|_| {
+                Error::Input(format!(
+                    "${name} is {sha:?}, not a full 40-hex SHA; pass --commit"
+                ))
+            });
+        }
+    }
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .map_err(|e| {
+            Error::Input(format!(
+                "no commit given and git could not be run ({e}); pass --commit"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Input(
+            "no commit given: pass --commit SHA, set one of CIRCLE_SHA1, GIT_COMMIT, GITHUB_SHA, CI_COMMIT_SHA, or run inside a git checkout".into(),
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flag_wins_over_ci_variables() {
+        let c = resolve(Some(A), env(&[("CIRCLE_SHA1", B)])).unwrap();
+        assert_eq!(c.as_str(), A);
+    }
+
+    #[test]
+    fn each_ci_variable_is_read() {
+        for name in COMMIT_VARIABLES {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(name, B)]));
+            assert_eq!(resolve(None, env(pairs)).unwrap().as_str(), B, "{name}");
+        }
+    }
+
+    #[test]
+    fn circleci_is_tried_before_github() {
+        let c = resolve(None, env(&[("GITHUB_SHA", B), ("CIRCLE_SHA1", A)])).unwrap();
+        assert_eq!(c.as_str(), A);
+    }
+
+    #[test]
+    fn a_short_sha_in_ci_is_named() {
+        let err = resolve(None, env(&[("GIT_COMMIT", "abc123")])).unwrap_err();
+        assert!(err.to_string().contains("$GIT_COMMIT"), "{err}");
+    }
+
+    #[test]
+    fn falls_back_to_git() {
+        // The test runs inside the project's own checkout.
+        let c = resolve(None, env(&[])).unwrap();
+        assert_eq!(c.as_str().len(), 40);
+    }
+}

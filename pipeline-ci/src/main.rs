@@ -1,0 +1,101 @@
+//! `pipeline`: the CI binary of the immutable-AMI pipeline.
+//!
+//! A thin shell over pipeline-core: parse the command line, load and check
+//! the config, build one `SdkConfig`, call one core function, print the
+//! result and map it to an exit code. It makes no AWS call of its own.
+//!
+//! # Layout
+//! - `cli`: the clap definitions (`pipeline --help`).
+//! - `commit`: which commit a step is about (flag, CI variables, git).
+//! - `output`: results on stdout, errors on stderr, exit codes.
+
+mod cli;
+mod commit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pipeline_core::Result;
+use pipeline_core::aws::ec2::Ec2;
+use pipeline_core::config::Config;
+use pipeline_core::release::{Release, RunId};
+use pipeline_core::stages::build::{BuildPlan, BuildPorts};
+use pipeline_core::stages::test::{self, Output};
+use pipeline_core::wait::Interrupt;
+
+use cli::{Cli, Command, OutputFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let format = cli.output;
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => output::error(format, &err),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let env = |name: &str| std::env::var(name).ok();
+    match &cli.command {
+        Command::Test { commit, command } => {
+            let commit = commit::resolve(commit.as_deref(), env)?;
+            let stdout = match cli.output {
+                OutputFormat::Text => Output::Stdout,
+                OutputFormat::Json => Output::Stderr,
+            };
+            let outcome = test::run(commit, command, stdout, &Interrupt::on_signals()).await?;
+            Ok(output::test(cli.output, &outcome))
+        }
+        Command::Build { commit } => {
+            let config = Config::load(&cli.config)?;
+            let commit = commit::resolve(commit.as_deref(), env)?;
+            let plan = BuildPlan::new(&config);
+            let sdk = sdk_config(&config).await;
+            let ec2 = Ec2::new(&sdk, &config.region);
+            let ports = BuildPorts {
+                images: &ec2,
+                instances: &ec2,
+            };
+            let outcome = Release::tested(&config.app, commit)
+                .build(&plan, ports, &RunId::new(), &Interrupt::on_signals())
+                .await?;
+            Ok(output::build(cli.output, &outcome))
+        }
+    }
+}
+
+/// The one SdkConfig: the standard credential chain, the config's region,
+/// `AWS_ENDPOINT_URL` if set. Loading it makes no network call.
+async fn sdk_config(config: &Config) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(config.region.clone()));
+    if let Ok(name) = aws_config::AppName::new("pipeline") {
+        loader = loader.app_name(name);
+    }
+    loader.load().await
+}
+
+fn init_logging(cli: &Cli) {
+    let ours = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("PIPELINE_LOG")
+        .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

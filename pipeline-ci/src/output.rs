@@ -1,0 +1,97 @@
+//! What a step prints: one result on stdout (text or a single JSON object),
+//! progress and errors on stderr, and the exit code.
+
+use std::process::ExitCode;
+
+use pipeline_core::stages::build::BuildOutcome;
+use pipeline_core::stages::test::TestOutcome;
+use pipeline_core::{Error, ErrorKind};
+use serde_json::{Value, json};
+
+use crate::cli::OutputFormat;
+
+/// The exit code for an error, as the CLI contract says.
+pub fn exit_code(err: &Error) -> u8 {
+    match err.kind() {
+        ErrorKind::BadInput => 2,
+        ErrorKind::Failed => 1,
+    }
+}
+
+/// Prints an error: always on stderr; in JSON mode also as the one result.
+pub fn error(format: OutputFormat, err: &Error) -> ExitCode {
+    let code = exit_code(err);
+    eprintln!("error: {err}");
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            json!({ "ok": false, "error": err.to_string(), "exit_code": code })
+        );
+    }
+    ExitCode::from(code)
+}
+
+/// Prints a test verdict; exit 0 if it passed, 1 if not.
+pub fn test(format: OutputFormat, out: &TestOutcome) -> ExitCode {
+    let verdict = if out.passed { "passed" } else { "failed" };
+    match format {
+        OutputFormat::Text => {
+            let code = out
+                .exit_code
+                .map_or_else(|| "killed by a signal".into(), |c| format!("exit {c}"));
+            println!(
+                "tests {verdict} for {} in {:.1}s ({code})",
+                out.commit,
+                out.duration.as_secs_f64()
+            );
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "ok": out.passed,
+                "commit": out.commit.as_str(),
+                "command": out.command,
+                "passed": out.passed,
+                "exit_code": out.exit_code,
+                "duration_secs": secs(out.duration),
+            })
+        ),
+    }
+    ExitCode::from(if out.passed { 0 } else { 1 })
+}
+
+/// Prints a build's AMI (text) or its full outcome (JSON).
+pub fn build(format: OutputFormat, out: &BuildOutcome) -> ExitCode {
+    let image = out.release.image();
+    match format {
+        OutputFormat::Text => println!("{}", image.id),
+        OutputFormat::Json => {
+            let copies: serde_json::Map<String, Value> = out
+                .copies
+                .iter()
+                .map(|c| (c.region.clone(), Value::from(c.id.clone())))
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "ami": image.id,
+                    "name": image.name,
+                    "region": image.region,
+                    "commit": out.release.commit().as_str(),
+                    "reused": out.reused,
+                    "base_image": out.base_image,
+                    "builder": out.builder,
+                    "copies": copies,
+                    "run": out.run.as_str(),
+                    "duration_secs": secs(out.duration),
+                })
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,386 @@
+//! EC2: AMIs and instances, through aws-sdk-ec2.
+//!
+//! One [`Ec2`] serves every region: it keeps a client per region, all built
+//! from the one `SdkConfig` the caller loaded (so `AWS_ENDPOINT_URL` and the
+//! credential chain apply everywhere).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, ImageAttributeName, InstanceType, LaunchPermission,
+    LaunchPermissionModifications, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+};
+use base64::Engine;
+
+use super::sdk_error;
+use crate::error::Result;
+use crate::ports::{
+    Image, ImageState, Images, InstanceStatus, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
+};
+use crate::release::Commit;
+
+/// EC2 adapter for [`Images`] and [`Instances`].
+#[derive(Debug)]
+pub struct Ec2 {
+    sdk: aws_config::SdkConfig,
+    home: String,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Ec2 {
+    /// An adapter whose home region (instances) is `home_region`.
+    pub fn new(sdk: &aws_config::SdkConfig, home_region: &str) -> Self {
+        Ec2 {
+            sdk: sdk.clone(),
+            home: home_region.to_string(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, region: &str) -> Client {
+        let mut clients = self.clients.lock().expect("client map poisoned");
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let config = aws_sdk_ec2::config::Builder::from(&self.sdk)
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                Client::from_conf(config)
+            })
+            .clone()
+    }
+}
+
+async fn describe_images(
+    region: &str,
+    request: aws_sdk_ec2::operation::describe_images::builders::DescribeImagesFluentBuilder,
+) -> Result<Vec<Image>> {
+    let out = request.send().await.map_err(sdk_error("DescribeImages"))?;
+    Ok(out
+        .images()
+        .iter()
+        .map(|i| image_from_sdk(region, i))
+        .collect())
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn tag_spec(resource: ResourceType, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn image_from_sdk(region: &str, image: &aws_sdk_ec2::types::Image) -> Image {
+    let state = match image.state().map(|s| s.as_str()) {
+        Some("available") => ImageState::Available,
+        Some("pending") => ImageState::Pending,
+        Some(other) => ImageState::Other(other.to_string()),
+        None => ImageState::Other("unknown".into()),
+    };
+    Image {
+        id: image.image_id().unwrap_or_default().to_string(),
+        region: region.to_string(),
+        name: image.name().unwrap_or_default().to_string(),
+        state,
+        created: image.creation_date().unwrap_or_default().to_string(),
+        tags: image
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect(),
+        snapshot_ids: image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+            .collect(),
+    }
+}
+
+/// The best of several images for one release: available before pending,
+/// then the newest.
+fn best(mut images: Vec<Image>) -> Option<Image> {
+    images.sort_by(|a, b| {
+        let rank = |i: &Image| match i.state {
+            ImageState::Available => 2,
+            ImageState::Pending => 1,
+            ImageState::Other(_) => 0,
+        };
+        (rank(a), &a.created).cmp(&(rank(b), &b.created))
+    });
+    images.pop()
+}
+
+#[async_trait]
+impl Images for Ec2 {
+    async fn find_release_image(
+        &self,
+        region: &str,
+        app: &str,
+        commit: &Commit,
+    ) -> Result<Option<Image>> {
+        let request = self
+            .client(region)
+            .describe_images()
+            .owners("self")
+            .filters(filter(&format!("tag:{}", tag::APP), app))
+            .filters(filter(&format!("tag:{}", tag::COMMIT), commit.as_str()));
+        Ok(best(describe_images(region, request).await?))
+    }
+
+    async fn image(&self, region: &str, image_id: &str) -> Result<Option<Image>> {
+        let request = self.client(region).describe_images().image_ids(image_id);
+        match describe_images(region, request).await {
+            Ok(images) => Ok(images.into_iter().find(|i| i.id == image_id)),
+            Err(e) if e.aws_code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn newest_image(
+        &self,
+        region: &str,
+        owner: &str,
+        name_pattern: &str,
+    ) -> Result<Option<Image>> {
+        let request = self
+            .client(region)
+            .describe_images()
+            .owners(owner)
+            .filters(filter("name", name_pattern))
+            .filters(filter("state", "available"));
+        Ok(describe_images(region, request)
+            .await?
+            .into_iter()
+            .max_by(|a, b| a.created.cmp(&b.created)))
+    }
+
+    async fn create_image(
+        &self,
+        region: &str,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+        tags: &Tags,
+    ) -> Result<String> {
+        let out = self
+            .client(region)
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .description(description)
+            .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+            .send()
+            .await
+            .map_err(sdk_error("CreateImage"))?;
+        Ok(out.image_id().unwrap_or_default().to_string())
+    }
+
+    async fn copy_image(&self, source: &Image, to_region: &str, tags: &Tags) -> Result<String> {
+        let out = self
+            .client(to_region)
+            .copy_image()
+            .source_image_id(&source.id)
+            .source_region(&source.region)
+            .name(&source.name)
+            .description(format!("copy of {} from {}", source.id, source.region))
+            .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+            .send()
+            .await
+            .map_err(sdk_error("CopyImage"))?;
+        Ok(out.image_id().unwrap_or_default().to_string())
+    }
+
+    async fn share_image(&self, region: &str, image_id: &str, accounts: &[String]) -> Result<()> {
+        let add = accounts
+            .iter()
+            .map(|a| LaunchPermission::builder().user_id(a).build())
+            .collect();
+        self.client(region)
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .set_add(Some(add))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(sdk_error("ModifyImageAttribute"))?;
+        Ok(())
+    }
+
+    async fn launch_permissions(&self, region: &str, image_id: &str) -> Result<Vec<String>> {
+        let out = self
+            .client(region)
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeImageAttribute"))?;
+        Ok(out
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()> {
+        self.client(region)
+            .deregister_image()
+            .image_id(image_id)
+            .delete_associated_snapshots(true)
+            .send()
+            .await
+            .map_err(sdk_error("DeregisterImage"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Instances for Ec2 {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Vec<String>> {
+        let user_data = base64::engine::general_purpose::STANDARD.encode(&spec.user_data);
+        let shutdown = match spec.shutdown {
+            ShutdownBehaviour::Stop => ShutdownBehavior::Stop,
+            ShutdownBehaviour::Terminate => ShutdownBehavior::Terminate,
+        };
+        let count = i32::try_from(spec.count).unwrap_or(i32::MAX);
+        let out = self
+            .client(&self.home)
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(count)
+            .max_count(count)
+            .set_subnet_id(spec.subnet_id.clone())
+            .set_security_group_ids(
+                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
+            )
+            .set_iam_instance_profile(spec.instance_profile.as_ref().map(|name| {
+                IamInstanceProfileSpecification::builder()
+                    .name(name)
+                    .build()
+            }))
+            .set_key_name(spec.key_name.clone())
+            .user_data(user_data)
+            .instance_initiated_shutdown_behavior(shutdown)
+            .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
+            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
+            .send()
+            .await
+            .map_err(sdk_error("RunInstances"))?;
+        Ok(out
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<InstanceStatus>> {
+        let mut statuses = Vec::with_capacity(ids.len());
+        let mut token = None;
+        loop {
+            let out = self
+                .client(&self.home)
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(sdk_error("DescribeInstances"))?;
+            for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+                statuses.push(InstanceStatus {
+                    id: instance.instance_id().unwrap_or_default().to_string(),
+                    state: instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    reason: instance
+                        .state_reason()
+                        .and_then(|r| r.message().or(r.code()))
+                        .map(str::to_string),
+                });
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(statuses);
+            }
+        }
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client(&self.home)
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(sdk_error("TerminateInstances"))?;
+        Ok(())
+    }
+
+    async fn console_output(&self, id: &str) -> Result<String> {
+        let out = self
+            .client(&self.home)
+            .get_console_output()
+            .instance_id(id)
+            .send()
+            .await
+            .map_err(sdk_error("GetConsoleOutput"))?;
+        let encoded = out.output().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap_or_else(|_| encoded.as_bytes().to_vec());
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, state: ImageState, created: &str) -> Image {
+        Image {
+            id: id.into(),
+            region: "us-east-1".into(),
+            name: id.into(),
+            state,
+            created: created.into(),
+            tags: Tags::new(),
+            snapshot_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn best_prefers_available_then_newest() {
+        let picked = best(vec![
+            image("old", ImageState::Available, "2026-01-01T00:00:00.000Z"),
+            image("pending", ImageState::Pending, "2026-12-01T00:00:00.000Z"),
+            image("new", ImageState::Available, "2026-06-01T00:00:00.000Z"),
+            image(
+                "failed",
+                ImageState::Other("failed".into()),
+                "2026-12-02T00:00:00.000Z",
+            ),
+        ]);
+        assert_eq!(picked.unwrap().id, "new");
+        assert_eq!(best(vec![]), None);
+    }
+}

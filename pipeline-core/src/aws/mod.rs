@@ -1,0 +1,45 @@
+//! AWS adapters: the ports implemented with the aws-sdk-* clients.
+//!
+//! One file per AWS service. Every SDK error goes through [`sdk_error`], so
+//! the service's error code and message reach the user unchanged.
+//!
+//! # Layout
+//! - [`ec2`]: images and instances ([`crate::ports::Images`], [`crate::ports::Instances`]).
+
+pub mod ec2;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::error::Error;
+
+/// Converts an SDK error into [`Error::Aws`], keeping the service's code and
+/// message. Errors that never reached the service (no connection, no
+/// credentials) get a code that says so and the full error chain.
+pub(crate) fn sdk_error<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |err| {
+        let code = err.code().map(str::to_string).unwrap_or_else(|| {
+            match &err {
+                SdkError::ConstructionFailure(_) => "RequestNotBuilt",
+                SdkError::TimeoutError(_) => "RequestTimeout",
+                SdkError::DispatchFailure(_) => "NoConnection",
+                _ => "Unknown",
+            }
+            .to_string()
+        });
+        let message = err
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+        Error::Aws {
+            operation,
+            code,
+            message,
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! `pipeline.yaml`: parsing and validation.
+//!
+//! [`Config::load`] reads the file, rejects unknown keys (serde names the key,
+//! line and column), and validates every value before any AWS call is made.
+//! A `Config` that loaded is safe to plan from: the stages never re-check it.
+//! Every key is documented in `docs/configuration.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// The whole `pipeline.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The application's name: tagged as `pipeline:app`, used in AMI names.
+    pub app: String,
+    /// The home AWS region: builds and environments live here.
+    pub region: String,
+    /// Where the pipeline keeps state that tags cannot hold.
+    pub state: StateConfig,
+    /// How to bake the AMI.
+    pub build: BuildConfig,
+    /// The environments deploys go to, by name.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+/// The `state` section: the S3 bucket for locks and the audit ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The bucket name.
+    pub bucket: String,
+    /// An optional key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// The `build` section: how the AMI is baked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The image the builder starts from.
+    pub base_image: BaseImage,
+    /// The builder's instance type.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// The subnet the builder runs in; the account's default VPC if unset.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// Security groups for the builder.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Instance profile (name) for the builder, if provisioning needs AWS access.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+    /// EC2 key pair for the builder, for debugging a bake by hand.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// The provisioning script, inline. Exactly one of `provision` and `provision_file`.
+    #[serde(default)]
+    pub provision: Option<String>,
+    /// The provisioning script, as a path relative to the config file.
+    #[serde(default)]
+    pub provision_file: Option<PathBuf>,
+    /// How long provisioning may take until the builder has powered off.
+    #[serde(default = "default_build_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// How long CreateImage (and each copy) may take until the AMI is available.
+    #[serde(default = "default_image_timeout", deserialize_with = "duration")]
+    pub image_timeout: Duration,
+    /// How often waits poll AWS.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// Other regions to copy the AMI to (tags carried).
+    #[serde(default)]
+    pub copy_to_regions: Vec<String>,
+    /// AWS account ids granted launch permission on the AMI (and its copies).
+    #[serde(default)]
+    pub share_with: Vec<String>,
+}
+
+/// Where the builder's base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawBaseImage")]
+pub enum BaseImage {
+    /// A fixed AMI id.
+    Id {
+        /// The AMI id, `ami-...`.
+        id: String,
+    },
+    /// The newest available image of `owner` whose name matches `name`.
+    Lookup {
+        /// An account id, `self`, or an alias such as `amazon`.
+        owner: String,
+        /// A name pattern; `*` and `?` are wildcards, as in DescribeImages.
+        name: String,
+    },
+}
+
+/// `base_image` as written: `id`, or `owner` and `name`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBaseImage {
+    id: Option<String>,
+    owner: Option<String>,
+    name: Option<String>,
+}
+
+impl TryFrom<RawBaseImage> for BaseImage {
+    type Error = String;
+
+    fn try_from(raw: RawBaseImage) -> std::result::Result<Self, String> {
+        match raw {
+            RawBaseImage {
+                id: Some(id),
+                owner: None,
+                name: None,
+            } => Ok(BaseImage::Id { id }),
+            RawBaseImage {
+                id: None,
+                owner: Some(owner),
+                name: Some(name),
+            } => Ok(BaseImage::Lookup { owner, name }),
+            _ => Err("base_image: give `id: ami-...`, or both `owner` and `name` to look up the newest match".into()),
+        }
+    }
+}
+
+/// One environment (staging, prod1, ...). Read by `deploy` and `promote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// How many instances the environment runs.
+    pub count: u32,
+    /// Instance type of the environment's instances.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// Subnets to spread the instances over (one per AZ).
+    pub subnets: Vec<String>,
+    /// Security groups of the instances.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Instance profile (name) of the instances.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+    /// EC2 key pair of the instances.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Environment-specific settings, delivered to the instance as user-data.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_instance_type() -> String {
+    "t3.micro".to_string()
+}
+
+fn default_build_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_image_timeout() -> Duration {
+    Duration::from_secs(45 * 60)
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Deserializes `90s`, `30m`, `1h30m`, `500ms` or a bare number of seconds.
+fn duration<'de, D: Deserializer<'de>>(de: D) -> std::result::Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(de)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a duration such as `90s`, `30m`, `1h30m` or `250ms`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration; write it like 90s, 30m, 1h30m or 500ms");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let step = match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += step;
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+/// The size EC2 accepts for user-data before base64 encoding.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(
+                &shown,
+                format!("cannot read it: {e}; pass --config with the path to your pipeline.yaml"),
+            )
+        })?;
+        let mut config = Config::parse(&text, &shown)?;
+        if let Some(file) = config.build.provision_file.take() {
+            let file = path.parent().unwrap_or(Path::new(".")).join(file);
+            let script = std::fs::read_to_string(&file).map_err(|e| {
+                Error::config(
+                    &shown,
+                    format!("build.provision_file: cannot read {}: {e}", file.display()),
+                )
+            })?;
+            config.build.provision = Some(script);
+        }
+        config.validate().map_err(|m| Error::config(&shown, m))?;
+        Ok(config)
+    }
+
+    /// Parses config text; `origin` names it in errors. A `provision_file`
+    /// is left for [`Config::load`] to read; this checks everything else.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let mut check = config.clone();
+        if check.build.provision_file.is_some() && check.build.provision.is_none() {
+            // The file is read by `load`; validate the rest with a stand-in.
+            check.build.provision = Some("#!/bin/sh\n".into());
+            check.build.provision_file = None;
+        }
+        check.validate().map_err(|m| Error::config(origin, m))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        check_name("app", &self.app, 32)?;
+        check_region("region", &self.region)?;
+        check_bucket(&self.state.bucket)?;
+        if let Some(prefix) = &self.state.prefix {
+            if prefix.starts_with('/') || prefix.contains("//") {
+                return Err(format!(
+                    "state.prefix: {prefix:?} must not start with / or contain //"
+                ));
+            }
+        }
+        self.build.validate()?;
+        for (name, env) in &self.environments {
+            check_name("environments", name, 32)?;
+            env.validate(name)?;
+        }
+        Ok(())
+    }
+
+    /// The user-data the builder runs: the provisioning script wrapped so that
+    /// it reports its exit status on the console and powers the machine off.
+    pub fn builder_user_data(&self) -> String {
+        wrap_provision_script(self.build.provision.as_deref().unwrap_or_default())
+    }
+}
+
+impl BuildConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        match &self.base_image {
+            BaseImage::Id { id } => check_prefixed("build.base_image.id", id, "ami-")?,
+            BaseImage::Lookup { owner, name } => {
+                if owner.trim().is_empty() || name.trim().is_empty() {
+                    return Err(
+                        "build.base_image: give `id: ami-...`, or `owner` and `name` to look it up"
+                            .into(),
+                    );
+                }
+            }
+        }
+        check_instance_type("build.instance_type", &self.instance_type)?;
+        if let Some(subnet) = &self.subnet {
+            check_prefixed("build.subnet", subnet, "subnet-")?;
+        }
+        for sg in &self.security_groups {
+            check_prefixed("build.security_groups", sg, "sg-")?;
+        }
+        let script = match (&self.provision, &self.provision_file) {
+            (Some(_), Some(_)) => {
+                return Err("build: give either `provision` or `provision_file`, not both".into())
+            }
+            (None, None) => {
+                return Err("build.provision: missing; give the provisioning script inline, or `provision_file`".into())
+            }
+            (Some(script), None) => script,
+            (None, Some(_)) => return Ok(()),
+        };
+        if !script.starts_with("#!") {
+            return Err(
+                "build.provision: the script must start with a shebang line such as #!/bin/bash"
+                    .into(),
+            );
+        }
+        if script.lines().any(|l| l.trim() == PROVISION_DELIMITER) {
+            return Err(format!(
+                "build.provision: the script must not contain a line {PROVISION_DELIMITER}"
+            ));
+        }
+        let size = wrap_provision_script(script).len();
+        if size > USER_DATA_LIMIT {
+            return Err(format!(
+                "build.provision: the wrapped script is {size} bytes; EC2 user-data takes at most {USER_DATA_LIMIT}. Move the bulk into a file your script downloads."
+            ));
+        }
+        for (key, value) in [
+            ("build.timeout", self.timeout),
+            ("build.image_timeout", self.image_timeout),
+            ("build.poll_interval", self.poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}: must be more than zero"));
+            }
+        }
+        if self.poll_interval > self.timeout {
+            return Err("build.poll_interval: must be shorter than build.timeout".into());
+        }
+        for region in &self.copy_to_regions {
+            check_region("build.copy_to_regions", region)?;
+        }
+        for account in &self.share_with {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "build.share_with: {account:?} is not a 12-digit AWS account id"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EnvironmentConfig {
+    fn validate(&self, name: &str) -> std::result::Result<(), String> {
+        let key = |k: &str| format!("environments.{name}.{k}");
+        if self.count == 0 {
+            return Err(format!("{}: must be at least 1", key("count")));
+        }
+        if self.subnets.is_empty() {
+            return Err(format!("{}: name at least one subnet", key("subnets")));
+        }
+        for subnet in &self.subnets {
+            check_prefixed(&key("subnets"), subnet, "subnet-")?;
+        }
+        for sg in &self.security_groups {
+            check_prefixed(&key("security_groups"), sg, "sg-")?;
+        }
+        check_instance_type(&key("instance_type"), &self.instance_type)?;
+        for setting in self.settings.keys() {
+            let ok = setting
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !setting.starts_with(|c: char| c.is_ascii_digit());
+            if !ok || setting.is_empty() {
+                return Err(format!(
+                    "{}: {setting:?} is not a valid environment variable name",
+                    key("settings")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const PROVISION_DELIMITER: &str = "PIPELINE_PROVISION_EOF";
+
+/// The console line the wrapper prints when the provisioning script fails.
+pub const PROVISION_FAILED_MARKER: &str = "pipeline-provision: FAILED";
+
+fn wrap_provision_script(script: &str) -> String {
+    format!(
+        "#!/bin/sh
+# pipeline builder: run the provisioning script, report, power off.
+cat > /var/tmp/pipeline-provision <<'{PROVISION_DELIMITER}'
+{script}
+{PROVISION_DELIMITER}
+chmod 0755 /var/tmp/pipeline-provision
+/var/tmp/pipeline-provision
+status=$?
+if [ \"$status\" -eq 0 ]; then verdict='pipeline-provision: ok'; else verdict=\"{PROVISION_FAILED_MARKER} exit $status\"; fi
+echo \"$verdict\"
+echo \"$verdict\" > /dev/console 2>/dev/null || true
+sync
+poweroff || shutdown -h now
+"
+    )
+}
+
+fn check_name(key: &str, value: &str, max: usize) -> std::result::Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {value:?} must be 1-{max} lowercase letters, digits and inner dashes"
+        ))
+    }
+}
+
+fn check_region(key: &str, value: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {value:?} is not an AWS region name such as us-east-1"
+        ))
+    }
+}
+
+fn check_bucket(value: &str) -> std::result::Result<(), String> {
+    let ok = (3..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "state.bucket: {value:?} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, dashes)"
+        ))
+    }
+}
+
+fn check_prefixed(key: &str, value: &str, prefix: &str) -> std::result::Result<(), String> {
+    let rest = value.strip_prefix(prefix).unwrap_or_default();
+    if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {value:?} is not an id of the form {prefix}..."
+        ))
+    }
+}
+
+fn check_instance_type(key: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = value.split_once('.').is_some_and(|(family, size)| {
+        !family.is_empty()
+            && !size.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {value:?} is not an instance type such as t3.micro"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+app: shop
+region: us-east-1
+state:
+  bucket: shop-pipeline-state
+build:
+  base_image: { owner: self, name: "debian-12-*" }
+  subnet: subnet-0a1b2c
+  provision: |
+    #!/bin/bash
+    apt-get install -y nginx
+  timeout: 20m
+  copy_to_regions: [eu-west-1]
+  share_with: ["123456789012"]
+environments:
+  staging:
+    count: 2
+    subnets: [subnet-0a1b2c, subnet-0d4e5f]
+    settings: { RAILS_ENV: staging }
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, "pipeline.yaml")
+    }
+
+    fn message(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_a_full_config_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.app, "shop");
+        assert_eq!(
+            c.build.base_image,
+            BaseImage::Lookup {
+                owner: "self".into(),
+                name: "debian-12-*".into()
+            }
+        );
+        assert_eq!(c.build.timeout, Duration::from_secs(1200));
+        assert_eq!(c.build.image_timeout, Duration::from_secs(45 * 60));
+        assert_eq!(c.build.instance_type, "t3.micro");
+        assert_eq!(c.environments["staging"].count, 2);
+        let user_data = c.builder_user_data();
+        assert!(user_data.contains("apt-get install -y nginx"));
+        assert!(user_data.contains("poweroff"));
+        assert!(user_data.contains(PROVISION_FAILED_MARKER));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = GOOD.replace("  timeout: 20m", "  timeout: 20m\n  timout: 5m");
+        let m = message(&text);
+        assert!(m.contains("unknown field `timout`"), "{m}");
+        assert!(m.contains("line 13 column 3"), "{m}");
+        assert!(m.starts_with("config pipeline.yaml:"), "{m}");
+    }
+
+    #[test]
+    fn unknown_key_in_environment_is_rejected() {
+        let m = message(&GOOD.replace("count: 2", "count: 2\n    cuont: 3"));
+        assert!(m.contains("unknown field `cuont`"), "{m}");
+    }
+
+    #[test]
+    fn missing_base_image_is_an_error() {
+        let text = GOOD.replace("  base_image: { owner: self, name: \"debian-12-*\" }\n", "");
+        assert!(message(&text).contains("missing field `base_image`"));
+        let text = GOOD.replace("{ owner: self, name: \"debian-12-*\" }", "{ owner: self }");
+        let m = message(&text);
+        assert!(m.contains("both `owner` and `name`"), "{m}");
+        assert!(m.contains("line 7"), "{m}");
+        let text = GOOD.replace("{ owner: self, name: \"debian-12-*\" }", "{ id: ami-xyz }");
+        assert!(message(&text).contains("build.base_image.id"));
+    }
+
+    #[test]
+    fn values_are_validated() {
+        let cases = [
+            ("app: shop", "app: Shop!", "app:"),
+            ("region: us-east-1", "region: useast", "region:"),
+            ("bucket: shop-pipeline-state", "bucket: S", "state.bucket"),
+            ("timeout: 20m", "timeout: 20x", "not a duration"),
+            ("timeout: 20m", "timeout: 0s", "build.timeout: must be more"),
+            ("subnet: subnet-0a1b2c", "subnet: sn-1", "build.subnet"),
+            ("[eu-west-1]", "[europe]", "build.copy_to_regions"),
+            ("[\"123456789012\"]", "[\"1234\"]", "12-digit"),
+            ("#!/bin/bash\n", "set -e\n", "shebang"),
+            ("count: 2", "count: 0", "environments.staging.count"),
+            ("RAILS_ENV: staging", "RAILS-ENV: x", "environment variable"),
+        ];
+        for (from, to, expect) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from}");
+            let m = message(&text);
+            assert!(m.contains(expect), "{to}: {m}");
+        }
+    }
+
+    #[test]
+    fn provision_and_provision_file_are_exclusive() {
+        let text = GOOD.replace("  timeout: 20m", "  timeout: 20m\n  provision_file: p.sh");
+        assert!(message(&text).contains("not both"));
+        let without = GOOD.replace(
+            "  provision: |\n    #!/bin/bash\n    apt-get install -y nginx\n",
+            "",
+        );
+        assert!(message(&without).contains("build.provision: missing"));
+    }
+
+    #[test]
+    fn oversized_user_data_is_rejected() {
+        let big = format!("    echo {}\n", "x".repeat(USER_DATA_LIMIT));
+        let text = GOOD.replace("    apt-get install -y nginx\n", &big);
+        assert!(message(&text).contains("at most 16384"));
+    }
+
+    #[test]
+    fn load_reads_provision_file_relative_to_config() {
+        let dir = std::env::temp_dir().join(format!("pipeline-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bake.sh"), "#!/bin/sh\necho baked\n").unwrap();
+        let text = GOOD.replace(
+            "  provision: |\n    #!/bin/bash\n    apt-get install -y nginx\n",
+            "  provision_file: bake.sh\n",
+        );
+        std::fs::write(dir.join("pipeline.yaml"), text).unwrap();
+        let c = Config::load(&dir.join("pipeline.yaml")).unwrap();
+        assert!(c.builder_user_data().contains("echo baked"));
+        std::fs::write(dir.join("bake.sh"), "echo no shebang\n").unwrap();
+        let m = Config::load(&dir.join("pipeline.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("shebang"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m5").is_err());
+    }
+}

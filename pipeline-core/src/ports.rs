@@ -1,0 +1,173 @@
+//! The ports: async traits the stages talk to, and the plain data they speak.
+//!
+//! The stages depend only on these traits. `aws/` implements them with the
+//! aws-sdk-* clients; unit tests implement them with mockall mocks.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::release::Commit;
+
+/// Tag keys the pipeline writes; the truth about what exists lives in them.
+pub mod tag {
+    /// The app a resource belongs to.
+    pub const APP: &str = "pipeline:app";
+    /// The full commit SHA a resource was made from.
+    pub const COMMIT: &str = "pipeline:commit";
+    /// What a resource is for: `builder` or `app`.
+    pub const ROLE: &str = "pipeline:role";
+    /// The environment an app instance serves.
+    pub const ENV: &str = "pipeline:env";
+    /// The run that created a resource.
+    pub const RUN: &str = "pipeline:run";
+    /// `pipeline:role` of a builder instance.
+    pub const ROLE_BUILDER: &str = "builder";
+    /// `pipeline:role` of an app image or app instance.
+    pub const ROLE_APP: &str = "app";
+}
+
+/// Tags as key -> value, ordered so requests are deterministic.
+pub type Tags = BTreeMap<String, String>;
+
+/// The lifecycle state of an AMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageState {
+    /// Being created or copied.
+    Pending,
+    /// Ready to launch from.
+    Available,
+    /// Anything else (`failed`, `invalid`, `error`, `deregistered`, ...).
+    Other(String),
+}
+
+/// An AMI as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The AMI id.
+    pub id: String,
+    /// The region it lives in.
+    pub region: String,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: ImageState,
+    /// Creation time as AWS reports it (ISO 8601), used to pick the newest.
+    pub created: String,
+    /// Its tags.
+    pub tags: Tags,
+    /// The EBS snapshots behind it.
+    pub snapshot_ids: Vec<String>,
+}
+
+/// Where an instance is in its lifecycle, as EC2 names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// The instance id.
+    pub id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down` or `terminated`.
+    pub state: String,
+    /// Why it is in that state, if EC2 says (e.g. `Client.InstanceInitiatedShutdown`).
+    pub reason: Option<String>,
+}
+
+/// What the OS does when it powers itself off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownBehaviour {
+    /// The instance stops and keeps its disk (builders: the disk becomes the AMI).
+    Stop,
+    /// The instance terminates.
+    Terminate,
+}
+
+/// One RunInstances request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The AMI to launch.
+    pub image_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// How many instances.
+    pub count: u32,
+    /// The subnet, or the default VPC's if `None`.
+    pub subnet_id: Option<String>,
+    /// Security groups.
+    pub security_group_ids: Vec<String>,
+    /// Instance profile name.
+    pub instance_profile: Option<String>,
+    /// Key pair name.
+    pub key_name: Option<String>,
+    /// User-data (plain text; the adapter encodes it).
+    pub user_data: String,
+    /// What an OS-initiated shutdown does.
+    pub shutdown: ShutdownBehaviour,
+    /// Tags for the instances and their volumes, applied at creation.
+    pub tags: Tags,
+}
+
+/// AMIs: find, create, copy, share, remove.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Images: Send + Sync {
+    /// The image of this app and commit owned by this account in `region`, if
+    /// any (the newest, if a race made two).
+    async fn find_release_image(
+        &self,
+        region: &str,
+        app: &str,
+        commit: &Commit,
+    ) -> Result<Option<Image>>;
+
+    /// An image by id in `region`, or `None` if it does not exist.
+    async fn image(&self, region: &str, image_id: &str) -> Result<Option<Image>>;
+
+    /// The newest available image of `owner` whose name matches `name_pattern`.
+    async fn newest_image(
+        &self,
+        region: &str,
+        owner: &str,
+        name_pattern: &str,
+    ) -> Result<Option<Image>>;
+
+    /// CreateImage from a (stopped) instance, tagging the image and its
+    /// snapshots at creation. Returns the new AMI id.
+    async fn create_image(
+        &self,
+        region: &str,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+        tags: &Tags,
+    ) -> Result<String>;
+
+    /// CopyImage of `source` into `to_region`, tagging the copy and its
+    /// snapshots at creation. Returns the copy's AMI id.
+    async fn copy_image(&self, source: &Image, to_region: &str, tags: &Tags) -> Result<String>;
+
+    /// Grants launch permission on an image to the given account ids.
+    async fn share_image(&self, region: &str, image_id: &str, accounts: &[String]) -> Result<()>;
+
+    /// The account ids that have launch permission on an image.
+    async fn launch_permissions(&self, region: &str, image_id: &str) -> Result<Vec<String>>;
+
+    /// Deregisters an image and deletes its snapshots.
+    async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()>;
+}
+
+/// EC2 instances in the home region.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// RunInstances; returns the new instance ids.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Vec<String>>;
+
+    /// The states of the given instances, in one call.
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<InstanceStatus>>;
+
+    /// Terminates the given instances, in one call.
+    async fn terminate(&self, ids: &[String]) -> Result<()>;
+
+    /// The instance's console output (decoded), empty if there is none yet.
+    async fn console_output(&self, id: &str) -> Result<String>;
+}

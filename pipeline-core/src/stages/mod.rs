@@ -1,0 +1,8 @@
+//! The stages, each a step a CI job runs: `test`, then `build`.
+//!
+//! Stages talk to AWS only through [`crate::ports`]; each takes a validated
+//! plan, the ports, and an [`crate::wait::Interrupt`], and cleans up what it
+//! created when it fails.
+
+pub mod build;
+pub mod test;

@@ -1,0 +1,231 @@
+//! Bounded polling, and the interrupt that cuts a wait short.
+//!
+//! Every wait in the pipeline goes through [`until`]: it has a deadline, it
+//! polls at a fixed interval with one check per tick, it says what it was
+//! waiting for when it gives up, and Ctrl-C or SIGTERM ([`Interrupt`]) ends it
+//! at once so the stage can clean up what it created.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// How often and how long to poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Give up after this long.
+    pub deadline: Duration,
+}
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<T> {
+    /// The condition holds; stop polling.
+    Done(T),
+    /// Not yet; the text says what was seen (shown if the deadline passes).
+    Pending(String),
+}
+
+/// A signal that the run should stop: Ctrl-C, SIGTERM, or a test's trigger.
+#[derive(Debug, Clone)]
+pub struct Interrupt(watch::Receiver<bool>);
+
+/// Fires an [`Interrupt`] by hand (tests, embedding applications).
+#[derive(Debug)]
+pub struct Trigger(watch::Sender<bool>);
+
+impl Trigger {
+    /// Interrupts every wait holding the paired [`Interrupt`].
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Interrupt {
+    /// An interrupt that never fires.
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(false);
+        // Keep the sender alive so `changed()` pends forever instead of erroring.
+        std::mem::forget(tx);
+        Interrupt(rx)
+    }
+
+    /// An interrupt and the trigger that fires it.
+    pub fn manual() -> (Trigger, Interrupt) {
+        let (tx, rx) = watch::channel(false);
+        (Trigger(tx), Interrupt(rx))
+    }
+
+    /// An interrupt fired by Ctrl-C (SIGINT) or SIGTERM (what a CI system sends
+    /// a job it cancels). Must be called inside a tokio runtime.
+    pub fn on_signals() -> Self {
+        let (trigger, interrupt) = Interrupt::manual();
+        tokio::spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = ctrl_c => {},
+                            _ = term.recv() => {},
+                        }
+                    }
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = ctrl_c.await;
+            }
+            tracing::warn!("interrupted: cleaning up what this run created");
+            trigger.fire();
+            // Keep the sender alive so later waits still see the interrupt.
+            std::future::pending::<()>().await;
+        });
+        interrupt
+    }
+
+    /// Whether the interrupt has fired.
+    pub fn fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Errors with [`Error::Interrupted`] if the interrupt has fired.
+    pub fn check(&self) -> Result<()> {
+        if self.fired() {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves when the interrupt fires.
+    pub(crate) async fn fired_wait(&self) {
+        let mut rx = self.0.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Polls `check` every `poll.interval` until it reports [`Progress::Done`],
+/// the deadline passes ([`Error::Timeout`] naming `what` and the last state
+/// seen), `check` errors, or `interrupt` fires ([`Error::Interrupted`]).
+pub async fn until<T, F, Fut>(
+    what: &str,
+    poll: Poll,
+    interrupt: &Interrupt,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Progress<T>>>,
+{
+    let started = Instant::now();
+    let give_up = started + poll.deadline;
+    loop {
+        interrupt.check()?;
+        let last_seen = match check().await? {
+            Progress::Done(value) => return Ok(value),
+            Progress::Pending(seen) => seen,
+        };
+        tracing::debug!(
+            "waiting for {what}: {last_seen} ({}s)",
+            started.elapsed().as_secs()
+        );
+        let now = Instant::now();
+        if now >= give_up {
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                after: poll.deadline,
+                last_seen,
+            });
+        }
+        let next = (now + poll.interval).min(give_up);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {},
+            _ = interrupt.fired_wait() => return Err(Error::Interrupted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const POLL: Poll = Poll {
+        interval: Duration::from_secs(5),
+        deadline: Duration::from_secs(60),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn returns_when_done() {
+        let calls = AtomicU32::new(0);
+        let got = until("thing", POLL, &Interrupt::never(), || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Ok(if n == 3 {
+                Progress::Done(n)
+            } else {
+                Progress::Pending(format!("try {n}"))
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_with_last_state() {
+        let start = Instant::now();
+        let calls = AtomicU32::new(0);
+        let err = until("builder to stop", POLL, &Interrupt::never(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Progress::<()>::Pending("running".into()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        // One check at 0s, 5s, ..., 60s: the deadline is checked, not overshot.
+        assert_eq!(calls.load(Ordering::SeqCst), 13);
+        assert!(matches!(err, Error::Timeout { ref last_seen, .. } if last_seen == "running"));
+        assert!(err.to_string().contains("builder to stop"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interrupt_ends_the_wait() {
+        let (trigger, interrupt) = Interrupt::manual();
+        let waiter = tokio::spawn(async move {
+            until("forever", POLL, &interrupt, || async {
+                Ok(Progress::<()>::Pending("no".into()))
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        trigger.fire();
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Interrupted));
+    }
+
+    #[tokio::test]
+    async fn check_errors_pass_through() {
+        let err = until("x", POLL, &Interrupt::never(), || async {
+            Err::<Progress<()>, _>(Error::Input("boom".into()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+    }
+}

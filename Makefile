@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-MOTO_VERSION := 5.2.1
+MOTO_VERSION := 5.2.5
 VENV := $(CURDIR)/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 

@@ -13,6 +13,7 @@ mod cli;
 mod commit;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -93,9 +94,11 @@ fn init_logging(cli: &Cli) {
     };
     let filter = std::env::var("PIPELINE_LOG")
         .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_target(false)
         .init();
 }

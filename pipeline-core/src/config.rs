@@ -263,12 +263,12 @@ impl Config {
         check_name("app", &self.app, 32)?;
         check_region("region", &self.region)?;
         check_bucket(&self.state.bucket)?;
-        if let Some(prefix) = &self.state.prefix {
-            if prefix.starts_with('/') || prefix.contains("//") {
-                return Err(format!(
-                    "state.prefix: {prefix:?} must not start with / or contain //"
-                ));
-            }
+        if let Some(prefix) = &self.state.prefix
+            && (prefix.starts_with('/') || prefix.contains("//"))
+        {
+            return Err(format!(
+                "state.prefix: {prefix:?} must not start with / or contain //"
+            ));
         }
         self.build.validate()?;
         for (name, env) in &self.environments {

@@ -1,6 +1,6 @@
 //! AWS adapters: the ports implemented with the aws-sdk-* clients.
 //!
-//! One file per AWS service. Every SDK error goes through [`sdk_error`], so
+//! One file per AWS service. Every SDK error goes through one conversion (`sdk_error`), so
 //! the service's error code and message reach the user unchanged.
 //!
 //! # Layout
@@ -23,6 +23,13 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     move |err| {
+        if matches!(err, SdkError::DispatchFailure(_)) && is_credentials_failure(&err) {
+            return Error::Aws {
+                operation,
+                code: "NoCredentials".into(),
+                message: "no AWS credentials found in the standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, web identity, instance role); configure one for this job".into(),
+            };
+        }
         let code = err.code().map(str::to_string).unwrap_or_else(|| {
             match &err {
                 SdkError::ConstructionFailure(_) => "RequestNotBuilt",
@@ -42,4 +49,18 @@ where
             message,
         }
     }
+}
+
+/// Whether a request failed because no credentials could be loaded. The SDK
+/// reports that as a dispatch failure whose source chain is a credentials
+/// provider error; only its wording tells it apart.
+fn is_credentials_failure(err: &dyn std::error::Error) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.to_string().contains("loading credentials") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -455,13 +455,11 @@ impl Bake<'_> {
             match self.await_available(region, id).await {
                 Ok(copy) => ready.push(copy),
                 Err(err) => {
-                    for (region, id, ours) in &started[i..] {
-                        if *ours {
-                            if let Err(e) = self.images.deregister_image(region, id).await {
-                                tracing::error!(
-                                    "could not deregister unfinished copy {id} in {region}: {e}"
-                                );
-                            }
+                    for (region, id, _) in started[i..].iter().filter(|(_, _, ours)| *ours) {
+                        if let Err(e) = self.images.deregister_image(region, id).await {
+                            tracing::error!(
+                                "could not deregister unfinished copy {id} in {region}: {e}"
+                            );
                         }
                     }
                     return Err(err);

@@ -1,0 +1,157 @@
+//! The CLI contract: help without network, bad input exits 2 before any
+//! mutating call, and the test command.
+
+use crate::support::{Env, SHA};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_makes_no_aws_call() {
+    let env = Env::new().await;
+    env.moto.start_recording();
+    for args in [
+        &["--help"][..],
+        &["build", "--help"],
+        &["test", "--help"],
+        &["--version"],
+    ] {
+        let run = env.pipeline(args).await;
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert!(!run.stdout.is_empty());
+    }
+    assert!(env.moto.calls().is_empty(), "{:?}", env.moto.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_config_exits_2_without_a_mutating_call() {
+    let env = Env::new().await;
+    let good = env.config("");
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            good.replace(
+                "  poll_interval: 100ms",
+                "  poll_interval: 100ms\n  timout: 5m",
+            ),
+            vec!["build", "--commit", SHA],
+            "unknown field `timout`",
+        ),
+        (good.clone(), vec!["build", "--commit", "abc123"], "40-hex"),
+        (
+            good.replace("debian-12-amd64-*", "ubuntu-*"),
+            vec!["build", "--commit", SHA],
+            "base image not found",
+        ),
+        (
+            good.replace(
+                "    owner: self\n    name: debian-12-amd64-*\n",
+                "    id: ami-12345678\n",
+            ),
+            vec!["build", "--commit", SHA],
+            "no image ami-12345678",
+        ),
+        (
+            good.replace("region: us-east-1", "region: nowhere"),
+            vec!["build", "--commit", SHA],
+            "region",
+        ),
+    ];
+    for (config, args, expect) in cases {
+        env.write_config(&config);
+        env.moto.reset_recording();
+        env.moto.start_recording();
+        let run = env.pipeline(&args).await;
+        env.moto.stop_recording();
+        assert_eq!(run.code, 2, "{expect}: {run:#?}");
+        assert!(run.stderr.contains(expect), "{expect}: {}", run.stderr);
+        let calls = env.pipeline_calls();
+        let mutating: Vec<_> = calls.iter().filter(|c| c.is_mutating()).collect();
+        assert!(mutating.is_empty(), "{expect}: {mutating:?}");
+        // Only the base image lookup may reach AWS; config errors reach nothing.
+        assert!(
+            calls.iter().all(|c| c.action == "DescribeImages"),
+            "{expect}: {calls:?}"
+        );
+    }
+    // No config file at all.
+    let run = env
+        .pipeline(&["--config", "missing.yaml", "build", "--commit", SHA])
+        .await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_command_streams_and_reports() {
+    let env = Env::new().await;
+    let pass = env
+        .pipeline(&[
+            "test",
+            "--commit",
+            SHA,
+            "--",
+            "sh",
+            "-c",
+            "echo unit tests ok",
+        ])
+        .await;
+    assert_eq!(pass.code, 0, "{pass:#?}");
+    assert!(pass.stdout.contains("unit tests ok"), "{pass:#?}");
+    assert!(
+        pass.stdout.contains(&format!("tests passed for {SHA}")),
+        "{pass:#?}"
+    );
+
+    // JSON mode: the command's output moves to stderr; stdout is one object.
+    let fail = env
+        .pipeline(&[
+            "--output",
+            "json",
+            "test",
+            "--commit",
+            SHA,
+            "--",
+            "sh",
+            "-c",
+            "echo boom; exit 3",
+        ])
+        .await;
+    assert_eq!(fail.code, 1, "{fail:#?}");
+    let out = fail.json();
+    assert_eq!(out["passed"], false);
+    assert_eq!(out["exit_code"], 3);
+    assert_eq!(out["commit"], SHA);
+    assert!(fail.stderr.contains("boom"), "{fail:#?}");
+
+    let missing = env
+        .pipeline(&["test", "--commit", SHA, "--", "/nonexistent/cmd"])
+        .await;
+    assert_eq!(missing.code, 2, "{missing:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_reach_the_output() {
+    let env = Env::new().await;
+    let secret = "Zq9secretNeverPrinted0000000000000000000";
+    let key_id = "AKIAPIPELINETEST0001";
+    // A failing AWS call with every log target at trace level.
+    let config = env.config("").replace(
+        "    owner: self\n    name: debian-12-amd64-*\n",
+        "    id: ami-0000000f\n",
+    );
+    env.write_config(&config);
+    let run = env
+        .spawn_with(
+            &["--output", "json", "build", "--commit", SHA],
+            &[
+                ("AWS_ACCESS_KEY_ID", key_id),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+                ("PIPELINE_LOG", "trace"),
+            ],
+        )
+        .wait()
+        .await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.len() > 1000, "trace logging was on: {run:#?}");
+    assert!(
+        !run.stderr.contains(secret) && !run.stdout.contains(secret),
+        "secret leaked"
+    );
+}

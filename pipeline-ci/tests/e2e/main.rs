@@ -1,0 +1,14 @@
+//! End-to-end tests: the real `pipeline` binary and the real AWS SDK over
+//! HTTP against a moto server on 127.0.0.1. Results are checked through the
+//! AWS API, never through the pipeline's own output alone.
+//!
+//! One test binary for the whole crate (each links the AWS SDK).
+//!
+//! # Layout
+//! - `support`: a moto world per test, a config writer, the binary runner.
+//! - `cli`: help, bad input, the test command.
+//! - `build`: baking, reuse, timeout, interrupt, copies.
+
+mod build;
+mod cli;
+mod support;

@@ -1,0 +1,250 @@
+//! A moto world per test and a runner for the `pipeline` binary.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::Filter;
+use pipeline_fixtures::{Call, Moto, World};
+
+/// A commit SHA for tests.
+pub const SHA: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+/// Another commit SHA.
+pub const SHA2: &str = "9c1185a5c5e9fc54612808977ee8f548b2258d31";
+
+/// A moto server with a seeded world and a scratch directory.
+pub struct Env {
+    pub moto: Moto,
+    pub sdk: SdkConfig,
+    pub world: World,
+    pub ec2: aws_sdk_ec2::Client,
+    dir: PathBuf,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The stdout parsed as the one JSON object `--output json` promises.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{self:#?}"))
+    }
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let moto = tokio::task::spawn_blocking(Moto::start)
+            .await
+            .unwrap()
+            .expect("moto starts (run `make test`, which installs it into .venv)");
+        let sdk = moto.sdk_config("e2e-test").await;
+        let world = pipeline_fixtures::seed(&sdk).await;
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let dir = std::env::temp_dir().join(format!(
+            "pipeline-e2e-{}-{}",
+            std::process::id(),
+            world.vpc_id
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            moto,
+            sdk,
+            world,
+            ec2,
+            dir,
+        }
+    }
+
+    /// A config for the seeded world; `build_extra` lines are appended to
+    /// the `build:` section (indented by two spaces).
+    pub fn config(&self, build_extra: &str) -> String {
+        let w = &self.world;
+        let extra: String = build_extra
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("  {}\n", l.trim_start()))
+            .collect();
+        format!(
+            "app: shop
+region: {region}
+state:
+  bucket: {bucket}
+build:
+  base_image:
+    owner: self
+    name: debian-12-amd64-*
+  subnet: {subnet}
+  security_groups: [{sg}]
+  provision: |
+    #!/bin/bash
+    set -euo pipefail
+    apt-get install -y nginx
+  timeout: 30s
+  image_timeout: 30s
+  poll_interval: 100ms
+{extra}",
+            region = w.region,
+            bucket = w.state_bucket,
+            subnet = w.subnets[0].id,
+            sg = w.security_group_id,
+        )
+    }
+
+    /// Writes `text` as this test's pipeline.yaml and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.join("pipeline.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the binary with `args`, pointed at moto and at the config file.
+    pub async fn pipeline(&self, args: &[&str]) -> Run {
+        self.spawn(args).wait().await
+    }
+
+    /// Starts the binary without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// Starts the binary with extra environment variables.
+    pub fn spawn_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.moto.env())
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Child {
+            child: cmd.spawn().expect("the pipeline binary runs"),
+            started: Instant::now(),
+        }
+    }
+
+    /// Calls recorded since the last reset that the pipeline binary made.
+    pub fn pipeline_calls(&self) -> Vec<Call> {
+        self.moto
+            .calls()
+            .into_iter()
+            .filter(|c| c.made_by("pipeline"))
+            .collect()
+    }
+
+    /// The AMIs tagged with this app and `commit`, in `region`.
+    pub async fn release_images(
+        &self,
+        region: &str,
+        commit: &str,
+    ) -> Vec<aws_sdk_ec2::types::Image> {
+        let client = self.client_in(region);
+        client
+            .describe_images()
+            .owners("self")
+            .filters(filter("tag:pipeline:app", "shop"))
+            .filters(filter("tag:pipeline:commit", commit))
+            .send()
+            .await
+            .unwrap()
+            .images()
+            .to_vec()
+    }
+
+    /// Builder instances of this app, any state: (id, state).
+    pub async fn builders(&self) -> Vec<(String, String)> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter("tag:pipeline:role", "builder"))
+            .filters(filter("tag:pipeline:app", "shop"))
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.state().unwrap().name().unwrap().as_str().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// An EC2 client for another region of the same moto.
+    pub fn client_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `pipeline` process.
+pub struct Child {
+    pub child: tokio::process::Child,
+    started: Instant,
+}
+
+impl Child {
+    /// Sends a signal (e.g. "INT", "TERM") to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process (at most two minutes) and collects its output.
+    pub async fn wait(self) -> Run {
+        let started = self.started;
+        let out = tokio::time::timeout(Duration::from_secs(120), self.child.wait_with_output())
+            .await
+            .expect("pipeline finished within two minutes")
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+pub fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+/// Polls `check` every 50 ms for up to 20 s until it returns true.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -155,6 +155,48 @@ pub struct EnvironmentConfig {
     /// Environment-specific settings, delivered to the instance as user-data.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// The load balancer the instances serve behind.
+    pub load_balancer: LoadBalancer,
+    /// How long new instances may take to be running and healthy in the balancer.
+    #[serde(default = "default_health_timeout", deserialize_with = "duration")]
+    pub health_timeout: Duration,
+    /// The most a deploy waits for old instances to drain (the balancer's own
+    /// draining delay, if shorter, wins).
+    #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// How often deploy waits poll AWS.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+/// Which balancer an environment serves behind.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawLoadBalancer")]
+pub enum LoadBalancer {
+    /// A Classic ELB, by name.
+    Classic(String),
+    /// An ALB or NLB target group, by ARN.
+    TargetGroup(String),
+}
+
+/// `load_balancer` as written: `classic: NAME` or `target_group: ARN`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoadBalancer {
+    classic: Option<String>,
+    target_group: Option<String>,
+}
+
+impl TryFrom<RawLoadBalancer> for LoadBalancer {
+    type Error = String;
+
+    fn try_from(raw: RawLoadBalancer) -> std::result::Result<Self, String> {
+        match (raw.classic, raw.target_group) {
+            (Some(name), None) => Ok(LoadBalancer::Classic(name)),
+            (None, Some(arn)) => Ok(LoadBalancer::TargetGroup(arn)),
+            _ => Err("load_balancer: give `classic: NAME` (a Classic ELB) or `target_group: ARN` (an ALB/NLB target group)".into()),
+        }
+    }
 }
 
 fn default_instance_type() -> String {
@@ -167,6 +209,14 @@ fn default_build_timeout() -> Duration {
 
 fn default_image_timeout() -> Duration {
     Duration::from_secs(45 * 60)
+}
+
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 fn default_poll_interval() -> Duration {
@@ -374,6 +424,43 @@ impl EnvironmentConfig {
             check_prefixed(&key("security_groups"), sg, "sg-")?;
         }
         check_instance_type(&key("instance_type"), &self.instance_type)?;
+        match &self.load_balancer {
+            LoadBalancer::Classic(name) => {
+                let ok = (1..=32).contains(&name.len())
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-');
+                if !ok {
+                    return Err(format!(
+                        "{}: {name:?} is not a Classic ELB name (1-32 letters, digits, dashes)",
+                        key("load_balancer.classic")
+                    ));
+                }
+            }
+            LoadBalancer::TargetGroup(arn) => {
+                if !(arn.starts_with("arn:aws") && arn.contains(":targetgroup/")) {
+                    return Err(format!(
+                        "{}: {arn:?} is not a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)",
+                        key("load_balancer.target_group")
+                    ));
+                }
+            }
+        }
+        for (k, value) in [
+            ("health_timeout", self.health_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("poll_interval", self.poll_interval),
+        ] {
+            if value.is_zero() && k != "drain_timeout" {
+                return Err(format!("{}: must be more than zero", key(k)));
+            }
+        }
+        if let Some((setting, _)) = self.settings.iter().find(|(_, v)| v.contains('\n')) {
+            return Err(format!(
+                "{}: the value of {setting} spans lines; settings are single-line values",
+                key("settings")
+            ));
+        }
         for setting in self.settings.keys() {
             let ok = setting
                 .bytes()
@@ -389,6 +476,27 @@ impl EnvironmentConfig {
         Ok(())
     }
 }
+
+impl EnvironmentConfig {
+    /// The user-data of the environment's instances: the settings written to
+    /// `/etc/pipeline/environment` (one `KEY='value'` a line, sourceable by a
+    /// shell and readable by systemd's `EnvironmentFile=`), so one AMI runs
+    /// in every environment.
+    pub fn user_data(&self, app: &str, env: &str) -> String {
+        let mut script = format!(
+            "#!/bin/sh\n# pipeline: settings of {app} in {env}\nmkdir -p /etc/pipeline\ncat > /etc/pipeline/environment <<'{SETTINGS_DELIMITER}'\n"
+        );
+        script.push_str(&format!("PIPELINE_APP='{app}'\nPIPELINE_ENV='{env}'\n"));
+        for (key, value) in &self.settings {
+            script.push_str(&format!("{key}='{}'\n", value.replace('\'', "'\\''")));
+        }
+        script.push_str(SETTINGS_DELIMITER);
+        script.push('\n');
+        script
+    }
+}
+
+const SETTINGS_DELIMITER: &str = "PIPELINE_SETTINGS_EOF";
 
 const PROVISION_DELIMITER: &str = "PIPELINE_PROVISION_EOF";
 
@@ -518,6 +626,7 @@ environments:
     count: 2
     subnets: [subnet-0a1b2c, subnet-0d4e5f]
     settings: { RAILS_ENV: staging }
+    load_balancer: { classic: shop-staging }
 "#;
 
     fn parse(text: &str) -> Result<Config> {
@@ -590,6 +699,17 @@ environments:
             ("#!/bin/bash\n", "set -e\n", "shebang"),
             ("count: 2", "count: 0", "environments.staging.count"),
             ("RAILS_ENV: staging", "RAILS-ENV: x", "environment variable"),
+            (
+                "{ classic: shop-staging }",
+                "{ classic: shop_staging }",
+                "Classic ELB name",
+            ),
+            (
+                "{ classic: shop-staging }",
+                "{ target_group: tg-1 }",
+                "target group ARN",
+            ),
+            ("{ classic: shop-staging }", "{ }", "give `classic: NAME`"),
         ];
         for (from, to, expect) in cases {
             let text = GOOD.replace(from, to);
@@ -634,6 +754,44 @@ environments:
             .unwrap_err()
             .to_string();
         assert!(m.contains("shebang"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn environment_settings_become_user_data() {
+        let c = parse(&GOOD.replace(
+            "RAILS_ENV: staging",
+            "RAILS_ENV: staging, GREETING: \"it's\"",
+        ))
+        .unwrap();
+        let env = &c.environments["staging"];
+        assert_eq!(
+            env.load_balancer,
+            LoadBalancer::Classic("shop-staging".into())
+        );
+        assert_eq!(env.health_timeout, Duration::from_secs(600));
+        let data = env.user_data("shop", "staging");
+        assert!(data.contains("PIPELINE_ENV='staging'\n"), "{data}");
+        assert!(data.contains("RAILS_ENV='staging'\n"), "{data}");
+        assert!(data.contains("GREETING='it'\\''s'\n"), "{data}");
+        // The script is valid shell: run it with the file path rewritten.
+        let dir = std::env::temp_dir().join(format!("pipeline-userdata-{}", std::process::id()));
+        let script = data.replace("/etc/pipeline", dir.to_str().unwrap());
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                ". {}/environment; printf %s \"$GREETING/$RAILS_ENV\"",
+                dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's/staging");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

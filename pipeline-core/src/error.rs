@@ -63,6 +63,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// The commit has no AMI yet.
+    #[error("commit {commit} was never built: run `pipeline build --commit {commit}` first")]
+    NotBuilt {
+        /// The commit.
+        commit: String,
+    },
+
+    /// A deploy could not bring the new fleet up; the old fleet still serves.
+    #[error("deploy failed: {reason}")]
+    DeployFailed {
+        /// Why.
+        reason: String,
+    },
+
     /// The user's test command ran and failed.
     #[error("test command failed: {0}")]
     TestFailed(String),
@@ -89,6 +103,8 @@ impl Error {
             Error::Aws { .. }
             | Error::Timeout { .. }
             | Error::BakeFailed { .. }
+            | Error::NotBuilt { .. }
+            | Error::DeployFailed { .. }
             | Error::TestFailed(_)
             | Error::Interrupted => ErrorKind::Failed,
         }

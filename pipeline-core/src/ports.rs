@@ -106,6 +106,57 @@ pub struct LaunchSpec {
     pub tags: Tags,
 }
 
+/// An app instance of one environment, as found through its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInstance {
+    /// The instance id.
+    pub id: String,
+    /// Its EC2 state name.
+    pub state: String,
+    /// Its `pipeline:commit` tag.
+    pub commit: String,
+    /// Its `pipeline:run` tag.
+    pub run: String,
+}
+
+/// What a balancer says of one registered instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// The instance id.
+    pub id: String,
+    /// Whether the balancer sends it traffic (InService / healthy).
+    pub healthy: bool,
+    /// The balancer's own words: state, and reason if any.
+    pub state: String,
+}
+
+/// A load balancer the instances of an environment serve behind: a Classic
+/// ELB or an ALB/NLB target group.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Balancer: Send + Sync {
+    /// What it is, for messages (e.g. `classic ELB shop-staging`).
+    fn name(&self) -> String;
+
+    /// Every registered instance and its health, in one call.
+    async fn registered(&self) -> Result<Vec<TargetHealth>>;
+
+    /// Registers instances, in one call.
+    async fn register(&self, ids: &[String]) -> Result<()>;
+
+    /// Deregisters instances, in one call.
+    async fn deregister(&self, ids: &[String]) -> Result<()>;
+
+    /// How long the balancer keeps sending in-flight requests to a
+    /// deregistered instance (connection draining / deregistration delay).
+    async fn draining_delay(&self) -> Result<std::time::Duration>;
+
+    /// Whether [`Balancer::registered`] lists draining instances (target
+    /// groups do), so a deploy can stop waiting once they are gone; if not
+    /// (Classic ELB), the deploy waits out the draining delay.
+    fn reports_draining(&self) -> bool;
+}
+
 /// AMIs: find, create, copy, share, remove.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -170,4 +221,7 @@ pub trait Instances: Send + Sync {
 
     /// The instance's console output (decoded), empty if there is none yet.
     async fn console_output(&self, id: &str) -> Result<String>;
+
+    /// The app instances of `app` in `env` that are not terminated, in one call.
+    async fn app_instances(&self, app: &str, env: &str) -> Result<Vec<AppInstance>>;
 }

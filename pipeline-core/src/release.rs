@@ -105,6 +105,17 @@ pub struct Built {
     pub image: Image,
 }
 
+/// State: the release runs in an environment.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The AMI it runs on.
+    pub image: Image,
+    /// The environment.
+    pub env: String,
+    /// The instances serving it.
+    pub instances: Vec<String>,
+}
+
 /// A commit of an app on its way through the stages; `S` is how far it got.
 #[derive(Debug, Clone)]
 pub struct Release<S> {
@@ -157,6 +168,58 @@ impl Release<Built> {
     /// The AMI the release runs on.
     pub fn image(&self) -> &Image {
         &self.state.image
+    }
+
+    /// The release deployed to `env` on `instances`.
+    pub(crate) fn into_deployed(self, env: String, instances: Vec<String>) -> Release<Deployed> {
+        Release {
+            app: self.app,
+            commit: self.commit,
+            state: Deployed {
+                image: self.state.image,
+                env,
+                instances,
+            },
+        }
+    }
+
+    /// A built release from an AMI id (`pipeline deploy --ami`): the image
+    /// must exist, be available, and carry this app's tags; its commit comes
+    /// from its `pipeline:commit` tag.
+    pub async fn from_image(
+        images: &dyn crate::ports::Images,
+        region: &str,
+        app: &str,
+        image_id: &str,
+    ) -> Result<Self> {
+        use crate::ports::{ImageState, tag};
+        let image = images
+            .image(region, image_id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "image".into(),
+                detail: format!("no image {image_id} in {region}; check --ami"),
+            })?;
+        if image.tags.get(tag::APP).map(String::as_str) != Some(app) {
+            return Err(Error::Input(format!(
+                "image {image_id} is not an image of {app} (its {} tag is {:?}); deploy an AMI that `pipeline build` made",
+                tag::APP,
+                image.tags.get(tag::APP)
+            )));
+        }
+        if image.state != ImageState::Available {
+            return Err(Error::Input(format!(
+                "image {image_id} is {:?}, not available",
+                image.state
+            )));
+        }
+        let commit: Commit = image
+            .tags
+            .get(tag::COMMIT)
+            .cloned()
+            .unwrap_or_default()
+            .parse()?;
+        Ok(Release::tested(app, commit).into_built(image))
     }
 
     /// Recovers a built release from AWS: the available AMI tagged with the

@@ -18,7 +18,8 @@ use base64::Engine;
 use super::sdk_error;
 use crate::error::Result;
 use crate::ports::{
-    Image, ImageState, Images, InstanceStatus, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
+    AppInstance, Image, ImageState, Images, InstanceStatus, Instances, LaunchSpec,
+    ShutdownBehaviour, Tags, tag,
 };
 use crate::release::Commit;
 
@@ -291,36 +292,22 @@ impl Instances for Ec2 {
     }
 
     async fn statuses(&self, ids: &[String]) -> Result<Vec<InstanceStatus>> {
-        let mut statuses = Vec::with_capacity(ids.len());
-        let mut token = None;
-        loop {
-            let out = self
-                .client(&self.home)
-                .describe_instances()
-                .set_instance_ids(Some(ids.to_vec()))
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(sdk_error("DescribeInstances"))?;
-            for instance in out.reservations().iter().flat_map(|r| r.instances()) {
-                statuses.push(InstanceStatus {
-                    id: instance.instance_id().unwrap_or_default().to_string(),
-                    state: instance
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                    reason: instance
-                        .state_reason()
-                        .and_then(|r| r.message().or(r.code()))
-                        .map(str::to_string),
-                });
-            }
-            token = out.next_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(statuses);
-            }
-        }
+        let request = self
+            .client(&self.home)
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()));
+        Ok(all_instances(request)
+            .await?
+            .iter()
+            .map(|instance| InstanceStatus {
+                id: instance.instance_id().unwrap_or_default().to_string(),
+                state: state_name(instance),
+                reason: instance
+                    .state_reason()
+                    .and_then(|r| r.message().or(r.code()))
+                    .map(str::to_string),
+            })
+            .collect())
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<()> {
@@ -349,6 +336,80 @@ impl Instances for Ec2 {
             .decode(encoded.trim())
             .unwrap_or_else(|_| encoded.as_bytes().to_vec());
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn app_instances(&self, app: &str, env: &str) -> Result<Vec<AppInstance>> {
+        let request = self
+            .client(&self.home)
+            .describe_instances()
+            .filters(filter(&format!("tag:{}", tag::APP), app))
+            .filters(filter(&format!("tag:{}", tag::ENV), env))
+            .filters(filter(&format!("tag:{}", tag::ROLE), tag::ROLE_APP))
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "stopping", "stopped"]
+                            .map(String::from)
+                            .to_vec(),
+                    ))
+                    .build(),
+            );
+        Ok(all_instances(request)
+            .await?
+            .iter()
+            .map(|instance| {
+                let tag_value = |key: &str| {
+                    instance
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                AppInstance {
+                    id: instance.instance_id().unwrap_or_default().to_string(),
+                    state: state_name(instance),
+                    commit: tag_value(tag::COMMIT),
+                    run: tag_value(tag::RUN),
+                }
+            })
+            .collect())
+    }
+}
+
+fn state_name(instance: &aws_sdk_ec2::types::Instance) -> String {
+    instance
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Every instance a DescribeInstances request matches, following pages.
+async fn all_instances(
+    request: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
+) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
+    let mut found = Vec::new();
+    let mut token = None;
+    loop {
+        let out = request
+            .clone()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeInstances"))?;
+        found.extend(
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .cloned(),
+        );
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(found);
+        }
     }
 }
 

@@ -5,8 +5,23 @@
 //!
 //! # Layout
 //! - [`ec2`]: images and instances ([`crate::ports::Images`], [`crate::ports::Instances`]).
+//! - [`elb`]: Classic ELB ([`crate::ports::Balancer`]).
+//! - [`elbv2`]: ALB/NLB target groups ([`crate::ports::Balancer`]).
 
 pub mod ec2;
+pub mod elb;
+pub mod elbv2;
+
+use crate::config::LoadBalancer;
+use crate::ports::Balancer;
+
+/// The [`Balancer`] adapter for an environment's `load_balancer`.
+pub fn balancer(sdk: &aws_config::SdkConfig, config: &LoadBalancer) -> Box<dyn Balancer> {
+    match config {
+        LoadBalancer::Classic(name) => Box::new(elb::ClassicElb::new(sdk, name)),
+        LoadBalancer::TargetGroup(arn) => Box::new(elbv2::TargetGroup::new(sdk, arn)),
+    }
+}
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;

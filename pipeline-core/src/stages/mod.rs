@@ -1,8 +1,9 @@
-//! The stages, each a step a CI job runs: `test`, then `build`.
+//! The stages, each a step a CI job runs: `test`, `build`, `deploy`.
 //!
 //! Stages talk to AWS only through [`crate::ports`]; each takes a validated
 //! plan, the ports, and an [`crate::wait::Interrupt`], and cleans up what it
 //! created when it fails.
 
 pub mod build;
+pub mod deploy;
 pub mod test;

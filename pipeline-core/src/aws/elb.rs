@@ -1,0 +1,109 @@
+//! Classic ELB, through aws-sdk-elasticloadbalancing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_elasticloadbalancing::Client;
+use aws_sdk_elasticloadbalancing::types::Instance;
+
+use super::sdk_error;
+use crate::error::Result;
+use crate::ports::{Balancer, TargetHealth};
+
+/// A Classic ELB, by name: [`Balancer`] for an environment.
+#[derive(Debug, Clone)]
+pub struct ClassicElb {
+    client: Client,
+    name: String,
+}
+
+impl ClassicElb {
+    /// The balancer `name`, reached with `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig, name: &str) -> Self {
+        ClassicElb {
+            client: Client::new(sdk),
+            name: name.to_string(),
+        }
+    }
+}
+
+fn instances(ids: &[String]) -> Vec<Instance> {
+    ids.iter()
+        .map(|id| Instance::builder().instance_id(id).build())
+        .collect()
+}
+
+#[async_trait]
+impl Balancer for ClassicElb {
+    fn name(&self) -> String {
+        format!("classic ELB {}", self.name)
+    }
+
+    async fn registered(&self) -> Result<Vec<TargetHealth>> {
+        let out = self
+            .client
+            .describe_instance_health()
+            .load_balancer_name(&self.name)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeInstanceHealth"))?;
+        Ok(out
+            .instance_states()
+            .iter()
+            .map(|s| {
+                let state = s.state().unwrap_or("Unknown");
+                TargetHealth {
+                    id: s.instance_id().unwrap_or_default().to_string(),
+                    healthy: state == "InService",
+                    state: match s.reason_code().filter(|r| *r != "N/A") {
+                        Some(reason) => format!("{state} ({reason})"),
+                        None => state.to_string(),
+                    },
+                }
+            })
+            .collect())
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<()> {
+        self.client
+            .register_instances_with_load_balancer()
+            .load_balancer_name(&self.name)
+            .set_instances(Some(instances(ids)))
+            .send()
+            .await
+            .map_err(sdk_error("RegisterInstancesWithLoadBalancer"))?;
+        Ok(())
+    }
+
+    async fn deregister(&self, ids: &[String]) -> Result<()> {
+        self.client
+            .deregister_instances_from_load_balancer()
+            .load_balancer_name(&self.name)
+            .set_instances(Some(instances(ids)))
+            .send()
+            .await
+            .map_err(sdk_error("DeregisterInstancesFromLoadBalancer"))?;
+        Ok(())
+    }
+
+    async fn draining_delay(&self) -> Result<Duration> {
+        let out = self
+            .client
+            .describe_load_balancer_attributes()
+            .load_balancer_name(&self.name)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeLoadBalancerAttributes"))?;
+        let draining = out
+            .load_balancer_attributes()
+            .and_then(|a| a.connection_draining());
+        Ok(match draining {
+            Some(d) if d.enabled() => Duration::from_secs(d.timeout().unwrap_or(300).max(0) as u64),
+            _ => Duration::ZERO,
+        })
+    }
+
+    fn reports_draining(&self) -> bool {
+        false
+    }
+}

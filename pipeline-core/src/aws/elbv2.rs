@@ -1,0 +1,121 @@
+//! ALB / NLB target groups, through aws-sdk-elasticloadbalancingv2.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+
+use super::sdk_error;
+use crate::error::Result;
+use crate::ports::{Balancer, TargetHealth};
+
+/// An ALB or NLB target group, by ARN: [`Balancer`] for an environment.
+#[derive(Debug, Clone)]
+pub struct TargetGroup {
+    client: Client,
+    arn: String,
+}
+
+impl TargetGroup {
+    /// The target group `arn`, reached with `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig, arn: &str) -> Self {
+        TargetGroup {
+            client: Client::new(sdk),
+            arn: arn.to_string(),
+        }
+    }
+}
+
+fn targets(ids: &[String]) -> Vec<TargetDescription> {
+    ids.iter()
+        .map(|id| TargetDescription::builder().id(id).build())
+        .collect()
+}
+
+#[async_trait]
+impl Balancer for TargetGroup {
+    fn name(&self) -> String {
+        let short = self.arn.split(":targetgroup/").nth(1).unwrap_or(&self.arn);
+        format!("target group {short}")
+    }
+
+    async fn registered(&self) -> Result<Vec<TargetHealth>> {
+        let out = self
+            .client
+            .describe_target_health()
+            .target_group_arn(&self.arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeTargetHealth"))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let health = d.target_health();
+                let state = health
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                let reason = health
+                    .and_then(|h| h.reason())
+                    .map(|r| r.as_str().to_string());
+                TargetHealth {
+                    id: d
+                        .target()
+                        .and_then(|t| t.id())
+                        .unwrap_or_default()
+                        .to_string(),
+                    healthy: state == "healthy",
+                    state: match reason {
+                        Some(reason) => format!("{state} ({reason})"),
+                        None => state,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<()> {
+        self.client
+            .register_targets()
+            .target_group_arn(&self.arn)
+            .set_targets(Some(targets(ids)))
+            .send()
+            .await
+            .map_err(sdk_error("RegisterTargets"))?;
+        Ok(())
+    }
+
+    async fn deregister(&self, ids: &[String]) -> Result<()> {
+        self.client
+            .deregister_targets()
+            .target_group_arn(&self.arn)
+            .set_targets(Some(targets(ids)))
+            .send()
+            .await
+            .map_err(sdk_error("DeregisterTargets"))?;
+        Ok(())
+    }
+
+    async fn draining_delay(&self) -> Result<Duration> {
+        let out = self
+            .client
+            .describe_target_group_attributes()
+            .target_group_arn(&self.arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeTargetGroupAttributes"))?;
+        let seconds = out
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+            .and_then(|a| a.value()?.parse::<u64>().ok())
+            .unwrap_or(300);
+        Ok(Duration::from_secs(seconds))
+    }
+
+    fn reports_draining(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,476 @@
+//! Deploy: swap fresh instances of the commit's AMI in behind the balancer.
+//!
+//! The order is what keeps the environment serving: launch the new fleet
+//! (tagged at creation, spread over the subnets), wait until every instance
+//! runs, register them all, wait until the balancer says every one is
+//! healthy, and only then deregister the old fleet, wait out draining and
+//! terminate it. If anything fails or is interrupted before the old fleet
+//! leaves, the new instances are deregistered and terminated and the old
+//! ones keep serving. Leftovers of a killed run (tagged for this environment
+//! but not in the balancer) are terminated before the deploy starts.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ports::{
+    AppInstance, Balancer, Image, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
+};
+use crate::release::{Built, Deployed, Release, RunId};
+use crate::wait::{self, Interrupt, Poll, Progress};
+
+/// Everything a deploy to one environment needs, checked and derived from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployPlan {
+    /// The app name.
+    pub app: String,
+    /// The environment's name.
+    pub env: String,
+    /// How many instances it runs.
+    pub count: u32,
+    /// Instance type.
+    pub instance_type: String,
+    /// Subnets to spread over.
+    pub subnets: Vec<String>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// Instance profile name.
+    pub instance_profile: Option<String>,
+    /// Key pair name.
+    pub key_name: Option<String>,
+    /// The environment's settings as user-data.
+    pub user_data: String,
+    /// Polling until the new fleet runs and is healthy (one deadline for both).
+    pub health_poll: Poll,
+    /// The longest wait for old instances to drain.
+    pub drain_cap: Duration,
+}
+
+impl DeployPlan {
+    /// The plan for environment `env` of a loaded config; an unknown
+    /// environment is bad input.
+    pub fn new(config: &Config, env: &str) -> Result<Self> {
+        let e = config.environments.get(env).ok_or_else(|| {
+            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+            Error::Input(format!(
+                "no environment {env:?} in the config; known: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        Ok(DeployPlan {
+            app: config.app.clone(),
+            env: env.to_string(),
+            count: e.count,
+            instance_type: e.instance_type.clone(),
+            subnets: e.subnets.clone(),
+            security_groups: e.security_groups.clone(),
+            instance_profile: e.instance_profile.clone(),
+            key_name: e.key_name.clone(),
+            user_data: e.user_data(&config.app, env),
+            health_poll: Poll {
+                interval: e.poll_interval,
+                deadline: e.health_timeout,
+            },
+            drain_cap: e.drain_timeout,
+        })
+    }
+}
+
+/// How long one phase of a deploy took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// `inspect`, `launch`, `boot`, `register`, `health`, `drain` or `terminate`.
+    pub name: &'static str,
+    /// Its wall time.
+    pub duration: Duration,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct DeployOutcome {
+    /// The release, now deployed.
+    pub release: Release<Deployed>,
+    /// Instances of a killed earlier run that were terminated first.
+    pub cleaned: Vec<String>,
+    /// The old fleet, deregistered and terminated.
+    pub removed: Vec<String>,
+    /// The run id tagged on the new instances.
+    pub run: RunId,
+    /// Each phase's wall time, in order.
+    pub phases: Vec<Phase>,
+    /// Wall time of the stage.
+    pub duration: Duration,
+}
+
+/// The ports the deploy stage uses.
+pub struct DeployPorts<'a> {
+    /// Instances.
+    pub instances: &'a dyn Instances,
+    /// The environment's balancer.
+    pub balancer: &'a dyn Balancer,
+}
+
+impl Release<Built> {
+    /// Deploys this release to the plan's environment. See the [module docs](self).
+    ///
+    /// ```no_run
+    /// # async fn example(sdk: aws_config::SdkConfig) -> pipeline_core::Result<()> {
+    /// use pipeline_core::{aws, aws::ec2::Ec2, config::Config, release::{Built, Release, RunId},
+    ///     stages::deploy::{DeployPlan, DeployPorts}, wait::Interrupt};
+    /// let config = Config::load("pipeline.yaml".as_ref())?;
+    /// let plan = DeployPlan::new(&config, "staging")?;
+    /// let ec2 = Ec2::new(&sdk, &config.region);
+    /// let commit = "0123456789abcdef0123456789abcdef01234567".parse()?;
+    /// let built = Release::<Built>::find(&ec2, &config.region, &config.app, &commit).await?
+    ///     .expect("built");
+    /// let balancer = aws::balancer(&sdk, &config.environments["staging"].load_balancer);
+    /// let out = built
+    ///     .deploy(&plan, DeployPorts { instances: &ec2, balancer: balancer.as_ref() },
+    ///             &RunId::new(), &Interrupt::on_signals())
+    ///     .await?;
+    /// println!("{:?}", out.release.state().instances);
+    /// # Ok(()) }
+    /// ```
+    pub async fn deploy(
+        self,
+        plan: &DeployPlan,
+        ports: DeployPorts<'_>,
+        run: &RunId,
+        interrupt: &Interrupt,
+    ) -> Result<DeployOutcome> {
+        let started = Instant::now();
+        let swap = Swap {
+            plan,
+            instances: ports.instances,
+            balancer: ports.balancer,
+            interrupt,
+            phases: Vec::new(),
+        };
+        swap.run(self, run, started).await
+    }
+}
+
+struct Swap<'a> {
+    plan: &'a DeployPlan,
+    instances: &'a dyn Instances,
+    balancer: &'a dyn Balancer,
+    interrupt: &'a Interrupt,
+    phases: Vec<Phase>,
+}
+
+impl Swap<'_> {
+    fn phase(&mut self, name: &'static str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.phases.push(Phase {
+            name,
+            duration: now - since,
+        });
+        tracing::debug!("phase {name} took {:.1}s", (now - since).as_secs_f64());
+        now
+    }
+
+    async fn run(
+        mut self,
+        release: Release<Built>,
+        run: &RunId,
+        started: Instant,
+    ) -> Result<DeployOutcome> {
+        let plan = self.plan;
+        let image = release.image().clone();
+        tracing::info!(
+            "deploying {} ({}) to {}: {} instance(s) behind {}",
+            release.commit(),
+            image.id,
+            plan.env,
+            plan.count,
+            self.balancer.name()
+        );
+
+        // inspect: who serves now, and what a killed run left behind.
+        let mut t = Instant::now();
+        let current = self.instances.app_instances(&plan.app, &plan.env).await?;
+        let in_balancer: BTreeSet<String> = self
+            .balancer
+            .registered()
+            .await?
+            .into_iter()
+            .filter(|h| !h.state.starts_with("draining"))
+            .map(|h| h.id)
+            .collect();
+        let (old, leftovers): (Vec<AppInstance>, Vec<AppInstance>) = current
+            .into_iter()
+            .partition(|i| in_balancer.contains(&i.id));
+        let cleaned: Vec<String> = leftovers.iter().map(|i| i.id.clone()).collect();
+        if !cleaned.is_empty() {
+            tracing::warn!(
+                "terminating {} instance(s) of {} that are not in the balancer (left by an earlier run): {}",
+                cleaned.len(),
+                plan.env,
+                cleaned.join(", ")
+            );
+            self.instances.terminate(&cleaned).await?;
+        }
+        let old: Vec<String> = old.into_iter().map(|i| i.id).collect();
+        t = self.phase("inspect", t);
+        self.interrupt.check()?;
+
+        // launch .. health: on any failure the new fleet goes, the old stays.
+        let mut new = Vec::new();
+        let mut registered = false;
+        let result = self
+            .bring_up(&release, &image, run, &mut new, &mut registered, t)
+            .await;
+        if let Err(err) = result {
+            self.remove_new_fleet(&new, registered, &err).await;
+            return Err(err);
+        }
+        t = Instant::now();
+
+        // drain and terminate the old fleet.
+        if !old.is_empty() {
+            self.balancer.deregister(&old).await?;
+            tracing::info!("deregistered the old fleet: {}", old.join(", "));
+            self.drain(&old).await?;
+            t = self.phase("drain", t);
+            self.instances.terminate(&old).await?;
+            tracing::info!("terminated the old fleet");
+            self.phase("terminate", t);
+        }
+
+        let outcome = DeployOutcome {
+            release: release.into_deployed(plan.env.clone(), new),
+            cleaned,
+            removed: old,
+            run: run.clone(),
+            phases: self.phases,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            "{} now runs {} on {} instance(s), in {:.1}s",
+            plan.env,
+            outcome.release.commit(),
+            plan.count,
+            outcome.duration.as_secs_f64()
+        );
+        Ok(outcome)
+    }
+
+    async fn bring_up(
+        &mut self,
+        release: &Release<Built>,
+        image: &Image,
+        run: &RunId,
+        new: &mut Vec<String>,
+        registered: &mut bool,
+        mut t: Instant,
+    ) -> Result<()> {
+        let plan = self.plan;
+        let deadline = Instant::now() + plan.health_poll.deadline;
+        let tags = Tags::from([
+            (tag::APP.to_string(), plan.app.clone()),
+            (tag::ENV.to_string(), plan.env.clone()),
+            (tag::COMMIT.to_string(), release.commit().to_string()),
+            (tag::ROLE.to_string(), tag::ROLE_APP.to_string()),
+            (tag::RUN.to_string(), run.to_string()),
+            (
+                "Name".to_string(),
+                format!("{}-{}-{}", plan.app, plan.env, release.commit().short()),
+            ),
+        ]);
+        for (subnet, count) in spread(plan.count, &plan.subnets) {
+            let spec = LaunchSpec {
+                image_id: image.id.clone(),
+                instance_type: plan.instance_type.clone(),
+                count,
+                subnet_id: Some(subnet.clone()),
+                security_group_ids: plan.security_groups.clone(),
+                instance_profile: plan.instance_profile.clone(),
+                key_name: plan.key_name.clone(),
+                user_data: plan.user_data.clone(),
+                shutdown: ShutdownBehaviour::Terminate,
+                tags: tags.clone(),
+            };
+            new.extend(self.instances.launch(&spec).await?);
+        }
+        tracing::info!("launched {}", new.join(", "));
+        t = self.phase("launch", t);
+
+        let poll = |deadline: Instant| Poll {
+            interval: plan.health_poll.interval,
+            deadline: deadline.saturating_duration_since(Instant::now()),
+        };
+        self.await_running(new, poll(deadline)).await?;
+        t = self.phase("boot", t);
+
+        self.balancer.register(new).await?;
+        *registered = true;
+        t = self.phase("register", t);
+
+        self.await_healthy(new, poll(deadline)).await?;
+        tracing::info!(
+            "all {} new instance(s) healthy in {}",
+            new.len(),
+            self.balancer.name()
+        );
+        self.phase("health", t);
+        Ok(())
+    }
+
+    async fn await_running(&self, ids: &[String], poll: Poll) -> Result<()> {
+        let what = format!("{} new instance(s) to run", ids.len());
+        wait::until(&what, poll, self.interrupt, || async {
+            let statuses = self.instances.statuses(ids).await?;
+            if let Some(dead) = statuses.iter().find(|s| {
+                matches!(
+                    s.state.as_str(),
+                    "stopping" | "stopped" | "shutting-down" | "terminated"
+                )
+            }) {
+                return Err(Error::DeployFailed {
+                    reason: format!(
+                        "new instance {} is {} before it ran ({})",
+                        dead.id,
+                        dead.state,
+                        dead.reason.as_deref().unwrap_or("no reason given")
+                    ),
+                });
+            }
+            let running = statuses.iter().filter(|s| s.state == "running").count();
+            Ok(if running == ids.len() {
+                Progress::Done(())
+            } else {
+                Progress::Pending(format!("{running}/{} running", ids.len()))
+            })
+        })
+        .await
+    }
+
+    async fn await_healthy(&self, ids: &[String], poll: Poll) -> Result<()> {
+        let what = format!(
+            "{} new instance(s) to be healthy in {}",
+            ids.len(),
+            self.balancer.name()
+        );
+        let wanted: BTreeSet<&String> = ids.iter().collect();
+        wait::until(&what, poll, self.interrupt, || async {
+            let health = self.balancer.registered().await?;
+            let ours: Vec<_> = health.iter().filter(|h| wanted.contains(&h.id)).collect();
+            let healthy = ours.iter().filter(|h| h.healthy).count();
+            Ok(if healthy == ids.len() {
+                Progress::Done(())
+            } else {
+                let sick: Vec<String> = ours
+                    .iter()
+                    .filter(|h| !h.healthy)
+                    .map(|h| format!("{} {}", h.id, h.state))
+                    .collect();
+                Progress::Pending(format!(
+                    "{healthy}/{} healthy; {}",
+                    ids.len(),
+                    sick.join(", ")
+                ))
+            })
+        })
+        .await
+    }
+
+    /// Waits until the balancer has let go of `old`, at most the shorter of
+    /// its draining delay and the plan's cap. The wait ending is not an
+    /// error: draining ends by itself when the delay passes. An interrupt
+    /// ends it early; the old fleet is out of service already.
+    async fn drain(&self, old: &[String]) -> Result<()> {
+        let delay = self
+            .balancer
+            .draining_delay()
+            .await?
+            .min(self.plan.drain_cap);
+        if delay.is_zero() {
+            return Ok(());
+        }
+        tracing::info!(
+            "waiting up to {}s for connections to drain",
+            delay.as_secs()
+        );
+        let poll = Poll {
+            interval: self.plan.health_poll.interval,
+            deadline: delay,
+        };
+        let waited = if self.balancer.reports_draining() {
+            let what = format!("the old fleet to drain from {}", self.balancer.name());
+            wait::until(&what, poll, self.interrupt, || async {
+                let draining = self
+                    .balancer
+                    .registered()
+                    .await?
+                    .into_iter()
+                    .filter(|h| old.contains(&h.id))
+                    .count();
+                Ok(if draining == 0 {
+                    Progress::Done(())
+                } else {
+                    Progress::Pending(format!("{draining} draining"))
+                })
+            })
+            .await
+        } else {
+            // The balancer cannot tell: wait out the delay.
+            wait::until("connection draining", poll, self.interrupt, || async {
+                Ok(Progress::<()>::Pending("draining".into()))
+            })
+            .await
+        };
+        match waited {
+            Ok(()) | Err(Error::Timeout { .. }) => Ok(()),
+            Err(Error::Interrupted) => {
+                tracing::warn!("interrupted while draining; terminating the old fleet now");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Best effort: every step is tried, failures are reported; the error
+    /// that caused the rollback is what the user sees first.
+    async fn remove_new_fleet(&self, new: &[String], registered: bool, cause: &Error) {
+        tracing::error!(
+            "deploy to {} failed: {cause}; removing the new instances, the old fleet keeps serving",
+            self.plan.env
+        );
+        if new.is_empty() {
+            return;
+        }
+        if registered && let Err(e) = self.balancer.deregister(new).await {
+            tracing::error!("could not deregister {}: {e}", new.join(", "));
+        }
+        match self.instances.terminate(new).await {
+            Ok(()) => tracing::info!("terminated the new instances: {}", new.join(", ")),
+            Err(e) => tracing::error!(
+                "could not terminate {}: {e}; the next deploy to {} will (they are not in the balancer)",
+                new.join(", "),
+                self.plan.env
+            ),
+        }
+    }
+}
+
+/// Splits `count` instances over `subnets` as evenly as possible, the first
+/// subnets taking the remainder; subnets that get none are left out.
+pub fn spread(count: u32, subnets: &[String]) -> Vec<(String, u32)> {
+    let n = subnets.len() as u32;
+    subnets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), count / n + u32::from((i as u32) < count % n)))
+        .filter(|(_, c)| *c > 0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

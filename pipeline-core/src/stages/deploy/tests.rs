@@ -1,0 +1,371 @@
+//! Unit tests of the deploy stage's logic, through mocks of the ports.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::ports::{ImageState, InstanceStatus, MockBalancer, MockInstances, TargetHealth};
+use crate::release::Tested;
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn plan(count: u32) -> DeployPlan {
+    DeployPlan {
+        app: "shop".into(),
+        env: "staging".into(),
+        count,
+        instance_type: "t3.micro".into(),
+        subnets: vec!["subnet-a".into(), "subnet-b".into()],
+        security_groups: vec![],
+        instance_profile: None,
+        key_name: None,
+        user_data: "#!/bin/sh\n".into(),
+        health_poll: Poll {
+            interval: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+        },
+        drain_cap: Duration::from_secs(30),
+    }
+}
+
+fn built() -> Release<Built> {
+    let image = Image {
+        id: "ami-new".into(),
+        region: "us-east-1".into(),
+        name: "shop".into(),
+        state: ImageState::Available,
+        created: String::new(),
+        tags: Tags::new(),
+        snapshot_ids: vec![],
+    };
+    Release::<Tested>::tested("shop", SHA.parse().unwrap()).into_built(image)
+}
+
+fn app(id: &str) -> AppInstance {
+    AppInstance {
+        id: id.into(),
+        state: "running".into(),
+        commit: "f".repeat(40),
+        run: "old-run".into(),
+    }
+}
+
+/// Instances: `current` exist; launches name new ones `i-new<N>` and log the
+/// subnet; `states` is what every new instance reports.
+fn instances(log: &Log, current: Vec<AppInstance>, state: &'static str) -> MockInstances {
+    let mut m = MockInstances::new();
+    m.expect_app_instances()
+        .returning(move |_, _| Ok(current.clone()));
+    let l = log.clone();
+    let launched = Arc::new(Mutex::new(0));
+    m.expect_launch().returning(move |spec| {
+        assert_eq!(spec.tags[tag::ENV], "staging");
+        assert_eq!(spec.tags[tag::COMMIT], SHA);
+        assert_eq!(spec.tags[tag::ROLE], tag::ROLE_APP);
+        assert_eq!(spec.image_id, "ami-new");
+        let mut n = launched.lock().unwrap();
+        let ids: Vec<String> = (0..spec.count)
+            .map(|_| {
+                *n += 1;
+                format!("i-new{n}")
+            })
+            .collect();
+        l.lock().unwrap().push(format!(
+            "launch {} {}",
+            spec.subnet_id.clone().unwrap(),
+            ids.join(",")
+        ));
+        Ok(ids)
+    });
+    m.expect_statuses().returning(move |ids| {
+        Ok(ids
+            .iter()
+            .map(|id| InstanceStatus {
+                id: id.clone(),
+                state: state.into(),
+                reason: None,
+            })
+            .collect())
+    });
+    let l = log.clone();
+    m.expect_terminate().returning(move |ids| {
+        l.lock()
+            .unwrap()
+            .push(format!("terminate {}", ids.join(",")));
+        Ok(())
+    });
+    m
+}
+
+/// A balancer holding `serving`, which reports newly registered instances
+/// with `new_health`, and the given draining behaviour.
+fn balancer(
+    log: &Log,
+    serving: &[&str],
+    new_healthy: bool,
+    delay: Duration,
+    reports: bool,
+) -> MockBalancer {
+    let registered: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(serving.iter().map(|s| s.to_string()).collect()));
+    let mut m = MockBalancer::new();
+    m.expect_name().returning(|| "target group tg".into());
+    let r = registered.clone();
+    m.expect_registered().returning(move || {
+        Ok(r.lock()
+            .unwrap()
+            .iter()
+            .map(|id| {
+                let healthy = !id.starts_with("i-new") || new_healthy;
+                TargetHealth {
+                    id: id.clone(),
+                    healthy,
+                    state: if healthy { "healthy" } else { "unhealthy" }.into(),
+                }
+            })
+            .collect())
+    });
+    let (r, l) = (registered.clone(), log.clone());
+    m.expect_register().returning(move |ids| {
+        l.lock()
+            .unwrap()
+            .push(format!("register {}", ids.join(",")));
+        r.lock().unwrap().extend(ids.iter().cloned());
+        Ok(())
+    });
+    let (r, l) = (registered.clone(), log.clone());
+    m.expect_deregister().returning(move |ids| {
+        l.lock()
+            .unwrap()
+            .push(format!("deregister {}", ids.join(",")));
+        r.lock().unwrap().retain(|id| !ids.contains(id));
+        Ok(())
+    });
+    m.expect_draining_delay().returning(move || Ok(delay));
+    m.expect_reports_draining().returning(move || reports);
+    m
+}
+
+async fn deploy(
+    plan: &DeployPlan,
+    instances: &MockInstances,
+    balancer: &MockBalancer,
+    interrupt: &Interrupt,
+) -> Result<DeployOutcome> {
+    built()
+        .deploy(
+            plan,
+            DeployPorts {
+                instances,
+                balancer,
+            },
+            &RunId::new(),
+            interrupt,
+        )
+        .await
+}
+
+fn log_of(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn swaps_new_in_before_old_out() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1"), app("i-old2")], "running");
+    let balancer = balancer(&log, &["i-old1", "i-old2"], true, Duration::ZERO, true);
+    let out = deploy(&plan(3), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of(&log),
+        [
+            "launch subnet-a i-new1,i-new2",
+            "launch subnet-b i-new3",
+            "register i-new1,i-new2,i-new3",
+            "deregister i-old1,i-old2",
+            "terminate i-old1,i-old2",
+        ]
+    );
+    assert_eq!(
+        out.release.state().instances,
+        ["i-new1", "i-new2", "i-new3"]
+    );
+    assert_eq!(out.release.state().env, "staging");
+    assert_eq!(out.removed, ["i-old1", "i-old2"]);
+    assert!(out.cleaned.is_empty());
+    let phases: Vec<&str> = out.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        phases,
+        [
+            "inspect",
+            "launch",
+            "boot",
+            "register",
+            "health",
+            "drain",
+            "terminate"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_deploy_has_no_old_fleet() {
+    let log = Log::default();
+    let instances = instances(&log, vec![], "running");
+    let balancer = balancer(&log, &[], true, Duration::from_secs(300), true);
+    let out = deploy(&plan(1), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(log_of(&log), ["launch subnet-a i-new1", "register i-new1"]);
+    assert!(out.removed.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_healthy_removes_the_new_fleet_and_keeps_the_old() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], false, Duration::ZERO, true);
+    let started = tokio::time::Instant::now();
+    let err = deploy(&plan(2), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("healthy in target group tg"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("0/2 healthy"), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(
+        log_of(&log),
+        [
+            "launch subnet-a i-new1",
+            "launch subnet-b i-new2",
+            "register i-new1,i-new2",
+            "deregister i-new1,i-new2",
+            "terminate i-new1,i-new2",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_dies_while_booting_fails_fast() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "terminated");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::ZERO, true);
+    let err = deploy(&plan(1), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("terminated before it ran"),
+        "{err}"
+    );
+    assert_eq!(log_of(&log), ["launch subnet-a i-new1", "terminate i-new1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leftovers_of_a_killed_run_are_terminated_first() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1"), app("i-stray")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::ZERO, true);
+    let out = deploy(&plan(1), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(log_of(&log)[0], "terminate i-stray");
+    assert_eq!(out.cleaned, ["i-stray"]);
+    assert_eq!(out.removed, ["i-old1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_before_the_swap_keeps_the_old_fleet() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], false, Duration::ZERO, true);
+    let (trigger, interrupt) = Interrupt::manual();
+    let plan = plan(1);
+    let run = deploy(&plan, &instances, &balancer, &interrupt);
+    let fire = async {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        trigger.fire();
+    };
+    let (result, ()) = tokio::join!(run, fire);
+    assert!(matches!(result.unwrap_err(), Error::Interrupted));
+    let log = log_of(&log);
+    assert_eq!(log.last().unwrap(), "terminate i-new1");
+    assert!(!log.iter().any(|l| l.contains("i-old1")), "{log:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn classic_draining_waits_the_delay_capped_by_config() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::from_secs(300), false);
+    let out = deploy(&plan(1), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    let drain = out.phases.iter().find(|p| p.name == "drain").unwrap();
+    assert_eq!(drain.duration, Duration::from_secs(30)); // the cap, not 300 s
+    let balancer2 = balancer_with_delay(&log, 10);
+    let instances2 = self::instances(&log, vec![app("i-old1")], "running");
+    let out = deploy(&plan(1), &instances2, &balancer2, &Interrupt::never())
+        .await
+        .unwrap();
+    let drain = out.phases.iter().find(|p| p.name == "drain").unwrap();
+    assert_eq!(drain.duration, Duration::from_secs(10)); // the balancer's own delay
+}
+
+fn balancer_with_delay(log: &Log, secs: u64) -> MockBalancer {
+    balancer(log, &["i-old1"], true, Duration::from_secs(secs), false)
+}
+
+#[tokio::test(start_paused = true)]
+async fn target_group_draining_ends_when_the_targets_are_gone() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::from_secs(300), true);
+    let out = deploy(&plan(1), &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    let drain = out.phases.iter().find(|p| p.name == "drain").unwrap();
+    assert_eq!(drain.duration, Duration::ZERO);
+}
+
+#[test]
+fn spread_is_even_and_skips_empty_subnets() {
+    let subnets: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let counts = |n| {
+        spread(n, &subnets)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(1), [1]);
+    assert_eq!(counts(3), [1, 1, 1]);
+    assert_eq!(counts(5), [2, 2, 1]);
+    assert_eq!(counts(50), [17, 17, 16]);
+}
+
+#[test]
+fn unknown_environment_is_bad_input() {
+    let text = r##"
+app: shop
+region: us-east-1
+state: { bucket: shop-state }
+build:
+  base_image: { id: ami-0123abcd }
+  provision: "#!/bin/sh\n"
+environments:
+  staging:
+    count: 1
+    subnets: [subnet-0a]
+    load_balancer: { classic: shop }
+"##;
+    let config = Config::parse(text, "p.yaml").unwrap();
+    let err = DeployPlan::new(&config, "prod").unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadInput);
+    assert!(err.to_string().contains("known: staging"), "{err}");
+    let plan = DeployPlan::new(&config, "staging").unwrap();
+    assert!(plan.user_data.contains("PIPELINE_ENV='staging'"));
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
-/// Immutable-AMI delivery for AWS: test a commit, bake its AMI.
+/// Immutable-AMI delivery for AWS: test a commit, bake its AMI, deploy it.
 ///
 /// Exit codes: 0 done; 1 the stage failed and left things safe;
 /// 2 bad input or config, nothing was changed.
@@ -65,5 +65,18 @@ pub enum Command {
         /// The commit to bake [default: the CI's commit variable, then `git rev-parse HEAD`].
         #[arg(long)]
         commit: Option<String>,
+    },
+    /// Swap fresh instances of the commit's AMI in behind an environment's
+    /// balancer; the old ones leave only once every new one is healthy.
+    Deploy {
+        /// The environment, as named under `environments` in the config.
+        #[arg(long, value_name = "NAME")]
+        env: String,
+        /// The commit whose AMI to deploy [default: the CI's commit variable, then `git rev-parse HEAD`].
+        #[arg(long, conflicts_with = "ami")]
+        commit: Option<String>,
+        /// Deploy this AMI (one `pipeline build` made) instead of looking it up by commit.
+        #[arg(long, value_name = "ID")]
+        ami: Option<String>,
     },
 }

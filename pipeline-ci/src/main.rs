@@ -17,13 +17,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pipeline_core::Result;
-use pipeline_core::aws::ec2::Ec2;
+use pipeline_core::aws::{self, ec2::Ec2};
 use pipeline_core::config::Config;
-use pipeline_core::release::{Release, RunId};
+use pipeline_core::release::{Built, Commit, Release, RunId};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
+use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
 use pipeline_core::stages::test::{self, Output};
 use pipeline_core::wait::Interrupt;
+use pipeline_core::{Error, Result};
 
 use cli::{Cli, Command, OutputFormat};
 
@@ -56,6 +57,46 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let outcome = test::run(commit, command, stdout, &Interrupt::on_signals()).await?;
             Ok(output::test(cli.output, &outcome))
         }
+        Command::Deploy {
+            env: name,
+            commit,
+            ami,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let plan = DeployPlan::new(&config, name)?;
+            let source = match ami {
+                Some(id) if id.starts_with("ami-") => Source::Ami(id.clone()),
+                Some(id) => {
+                    return Err(Error::Input(format!(
+                        "--ami {id:?} is not an AMI id (ami-...)"
+                    )));
+                }
+                None => Source::Commit(commit::resolve(commit.as_deref(), env)?),
+            };
+            let sdk = sdk_config(&config).await;
+            let ec2 = Ec2::new(&sdk, &config.region);
+            let release = match source {
+                Source::Ami(id) => {
+                    Release::<Built>::from_image(&ec2, &config.region, &config.app, &id).await?
+                }
+                Source::Commit(commit) => {
+                    Release::<Built>::find(&ec2, &config.region, &config.app, &commit)
+                        .await?
+                        .ok_or_else(|| Error::NotBuilt {
+                            commit: commit.to_string(),
+                        })?
+                }
+            };
+            let balancer = aws::balancer(&sdk, &config.environments[name].load_balancer);
+            let ports = DeployPorts {
+                instances: &ec2,
+                balancer: balancer.as_ref(),
+            };
+            let outcome = release
+                .deploy(&plan, ports, &RunId::new(), &Interrupt::on_signals())
+                .await?;
+            Ok(output::deploy(cli.output, &outcome))
+        }
         Command::Build { commit } => {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
@@ -72,6 +113,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(output::build(cli.output, &outcome))
         }
     }
+}
+
+/// What `deploy` deploys: a commit's AMI, or an AMI named by id.
+enum Source {
+    Commit(Commit),
+    Ami(String),
 }
 
 /// The one SdkConfig: the standard credential chain, the config's region,

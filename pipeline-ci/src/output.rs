@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use pipeline_core::stages::build::BuildOutcome;
+use pipeline_core::stages::deploy::DeployOutcome;
 use pipeline_core::stages::test::TestOutcome;
 use pipeline_core::{Error, ErrorKind};
 use serde_json::{Value, json};
@@ -84,6 +85,48 @@ pub fn build(format: OutputFormat, out: &BuildOutcome) -> ExitCode {
                     "builder": out.builder,
                     "copies": copies,
                     "run": out.run.as_str(),
+                    "duration_secs": secs(out.duration),
+                })
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints a deploy: what runs where now (text), or the full outcome (JSON).
+pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
+    let state = out.release.state();
+    match format {
+        OutputFormat::Text => {
+            println!(
+                "{}: {} ({}) on {}",
+                state.env,
+                out.release.commit(),
+                state.image.id,
+                state.instances.join(", ")
+            );
+            if !out.removed.is_empty() {
+                println!("removed: {}", out.removed.join(", "));
+            }
+        }
+        OutputFormat::Json => {
+            let phases: serde_json::Map<String, Value> = out
+                .phases
+                .iter()
+                .map(|p| (p.name.to_string(), Value::from(secs(p.duration))))
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "env": state.env,
+                    "commit": out.release.commit().as_str(),
+                    "ami": state.image.id,
+                    "new": state.instances,
+                    "removed": out.removed,
+                    "cleaned": out.cleaned,
+                    "run": out.run.as_str(),
+                    "phases": phases,
                     "duration_secs": secs(out.duration),
                 })
             );

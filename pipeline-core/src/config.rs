@@ -160,6 +160,11 @@ pub struct EnvironmentConfig {
     /// How long new instances may take to be running and healthy in the balancer.
     #[serde(default = "default_health_timeout", deserialize_with = "duration")]
     pub health_timeout: Duration,
+    /// How long every new instance must stay healthy, without a break,
+    /// before the old fleet leaves (catches an app that passes its first
+    /// health checks and then crashes).
+    #[serde(default = "default_healthy_for", deserialize_with = "duration")]
+    pub healthy_for: Duration,
     /// The most a deploy waits for old instances to drain (the balancer's own
     /// draining delay, if shorter, wins).
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
@@ -213,6 +218,10 @@ fn default_image_timeout() -> Duration {
 
 fn default_health_timeout() -> Duration {
     Duration::from_secs(10 * 60)
+}
+
+fn default_healthy_for() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_drain_timeout() -> Duration {
@@ -445,6 +454,12 @@ impl EnvironmentConfig {
                     ));
                 }
             }
+        }
+        if self.healthy_for >= self.health_timeout {
+            return Err(format!(
+                "{}: must be shorter than health_timeout",
+                key("healthy_for")
+            ));
         }
         for (k, value) in [
             ("health_timeout", self.health_timeout),

@@ -8,7 +8,9 @@
 //! - `support`: a moto world per test, a config writer, the binary runner.
 //! - `cli`: help, bad input, the test command.
 //! - `build`: baking, reuse, timeout, interrupt, copies.
+//! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 
 mod build;
 mod cli;
+mod deploy;
 mod support;

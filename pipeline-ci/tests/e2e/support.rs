@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::Filter;
-use pipeline_fixtures::{Call, Moto, World};
+use pipeline_fixtures::{Balancers, Call, Moto, World};
 
 /// A commit SHA for tests.
 pub const SHA: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -96,6 +96,61 @@ build:
             subnet = w.subnets[0].id,
             sg = w.security_group_id,
         )
+    }
+
+    /// A config with two environments on `balancers`: `staging` behind the
+    /// Classic ELB and `prod1` behind the target group, `count` instances each.
+    pub fn deploy_config(&self, balancers: &Balancers, count: u32, health_timeout: &str) -> String {
+        let w = &self.world;
+        let env = |name: &str, balancer: String| {
+            format!(
+                "  {name}:
+    count: {count}
+    subnets: [{a}, {b}]
+    security_groups: [{sg}]
+    load_balancer: {balancer}
+    health_timeout: {health_timeout}
+    healthy_for: 300ms
+    drain_timeout: 5s
+    poll_interval: 100ms
+    settings: {{ RAILS_ENV: production }}
+",
+                a = w.subnets[0].id,
+                b = w.subnets[1].id,
+                sg = w.security_group_id,
+            )
+        };
+        format!(
+            "{}environments:\n{}{}",
+            self.config(""),
+            env("staging", format!("{{ classic: {} }}", balancers.classic)),
+            env(
+                "prod1",
+                format!("{{ target_group: \"{}\" }}", balancers.target_group_arn)
+            ),
+        )
+    }
+
+    /// Instances tagged with this app, `env` and `commit`, not terminated.
+    pub async fn live_instances(&self, env: &str, commit: &str) -> Vec<String> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter("tag:pipeline:app", "shop"))
+            .filters(filter("tag:pipeline:env", env))
+            .filters(filter("tag:pipeline:commit", commit))
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+            .map(|i| i.instance_id().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Writes `text` as this test's pipeline.yaml and returns its path.

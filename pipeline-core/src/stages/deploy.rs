@@ -45,6 +45,8 @@ pub struct DeployPlan {
     pub user_data: String,
     /// Polling until the new fleet runs and is healthy (one deadline for both).
     pub health_poll: Poll,
+    /// How long the new fleet must stay healthy before the old one leaves.
+    pub healthy_for: Duration,
     /// The longest wait for old instances to drain.
     pub drain_cap: Duration,
 }
@@ -78,6 +80,7 @@ impl DeployPlan {
                 interval: e.poll_interval,
                 deadline: e.health_timeout,
             },
+            healthy_for: e.healthy_for,
             drain_cap: e.drain_timeout,
         })
     }
@@ -352,29 +355,49 @@ impl Swap<'_> {
         .await
     }
 
+    /// Waits until every new instance has been healthy, without a break,
+    /// for `healthy_for`; one health call per tick for the whole fleet.
     async fn await_healthy(&self, ids: &[String], poll: Poll) -> Result<()> {
         let what = format!(
-            "{} new instance(s) to be healthy in {}",
+            "{} new instance(s) to be healthy in {} for {}s",
             ids.len(),
-            self.balancer.name()
+            self.balancer.name(),
+            self.plan.healthy_for.as_secs_f64()
         );
         let wanted: BTreeSet<&String> = ids.iter().collect();
+        let healthy_since = std::cell::Cell::new(None::<Instant>);
         wait::until(&what, poll, self.interrupt, || async {
             let health = self.balancer.registered().await?;
             let ours: Vec<_> = health.iter().filter(|h| wanted.contains(&h.id)).collect();
             let healthy = ours.iter().filter(|h| h.healthy).count();
-            Ok(if healthy == ids.len() {
-                Progress::Done(())
-            } else {
+            if healthy < ids.len() {
+                if healthy_since.take().is_some() {
+                    tracing::warn!(
+                        "a new instance turned unhealthy; waiting for the fleet to recover"
+                    );
+                }
                 let sick: Vec<String> = ours
                     .iter()
                     .filter(|h| !h.healthy)
                     .map(|h| format!("{} {}", h.id, h.state))
                     .collect();
-                Progress::Pending(format!(
+                return Ok(Progress::Pending(format!(
                     "{healthy}/{} healthy; {}",
                     ids.len(),
                     sick.join(", ")
+                )));
+            }
+            let since = *healthy_since.get().get_or_insert_with(Instant::now);
+            healthy_since.set(Some(since));
+            let held = since.elapsed();
+            Ok(if held >= self.plan.healthy_for {
+                Progress::Done(())
+            } else {
+                Progress::Pending(format!(
+                    "all {} healthy for {:.1}s of {:.1}s",
+                    ids.len(),
+                    held.as_secs_f64(),
+                    self.plan.healthy_for.as_secs_f64()
                 ))
             })
         })

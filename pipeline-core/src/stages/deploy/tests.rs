@@ -25,6 +25,7 @@ fn plan(count: u32) -> DeployPlan {
             interval: Duration::from_secs(5),
             deadline: Duration::from_secs(60),
         },
+        healthy_for: Duration::ZERO,
         drain_cap: Duration::from_secs(30),
     }
 }
@@ -330,6 +331,48 @@ async fn target_group_draining_ends_when_the_targets_are_gone() {
         .unwrap();
     let drain = out.phases.iter().find(|p| p.name == "drain").unwrap();
     assert_eq!(drain.duration, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_new_fleet_must_stay_healthy_for_healthy_for() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    // Healthy, unhealthy once, then healthy for good.
+    let mut balancer = MockBalancer::new();
+    balancer.expect_name().returning(|| "tg".into());
+    let polls = Arc::new(Mutex::new(0));
+    balancer.expect_registered().returning(move || {
+        let mut n = polls.lock().unwrap();
+        *n += 1;
+        let healthy = *n != 3;
+        Ok(vec![
+            TargetHealth {
+                id: "i-old1".into(),
+                healthy: true,
+                state: "healthy".into(),
+            },
+            TargetHealth {
+                id: "i-new1".into(),
+                healthy,
+                state: "x".into(),
+            },
+        ])
+    });
+    balancer.expect_register().returning(|_| Ok(()));
+    balancer.expect_deregister().returning(|_| Ok(()));
+    balancer
+        .expect_draining_delay()
+        .returning(|| Ok(Duration::ZERO));
+    balancer.expect_reports_draining().returning(|| true);
+    let mut plan = plan(1);
+    plan.healthy_for = Duration::from_secs(12);
+    let out = deploy(&plan, &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    let health = out.phases.iter().find(|p| p.name == "health").unwrap();
+    // Health polls at 0 s (healthy), 5 s (sick: the clock resets),
+    // 10 s (healthy again), 15 s, 20 s, 25 s: held 15 s >= 12 s.
+    assert_eq!(health.duration, Duration::from_secs(25));
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! `pipeline deploy` against moto, checked through the ELB, ELBv2 and EC2 APIs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pipeline_fixtures::{
+    Balancers, BuilderBehaviour, Guest, guest, seed_balancers, spawn_broken_app,
+};
+
+use crate::support::{Env, SHA, SHA2, eventually};
+
+/// Which balancer an environment of [`Env::deploy_config`] uses.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Classic,
+    TargetGroup,
+}
+
+impl Kind {
+    fn env(self) -> &'static str {
+        match self {
+            Kind::Classic => "staging",
+            Kind::TargetGroup => "prod1",
+        }
+    }
+}
+
+/// (id, healthy) of every instance the balancer has registered: one call.
+async fn balancer_health(env: &Env, balancers: &Balancers, kind: Kind) -> Vec<(String, bool)> {
+    health_with(&env.sdk, balancers, kind).await
+}
+
+async fn health_with(
+    sdk: &aws_config::SdkConfig,
+    balancers: &Balancers,
+    kind: Kind,
+) -> Vec<(String, bool)> {
+    match kind {
+        Kind::Classic => aws_sdk_elasticloadbalancing::Client::new(sdk)
+            .describe_instance_health()
+            .load_balancer_name(&balancers.classic)
+            .send()
+            .await
+            .unwrap()
+            .instance_states()
+            .iter()
+            .map(|s| {
+                (
+                    s.instance_id().unwrap().to_string(),
+                    s.state() == Some("InService"),
+                )
+            })
+            .collect(),
+        Kind::TargetGroup => aws_sdk_elasticloadbalancingv2::Client::new(sdk)
+            .describe_target_health()
+            .target_group_arn(&balancers.target_group_arn)
+            .send()
+            .await
+            .unwrap()
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let state = d
+                    .target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_string());
+                (
+                    d.target().unwrap().id().unwrap().to_string(),
+                    state.as_deref() == Some("healthy"),
+                )
+            })
+            .collect(),
+    }
+}
+
+async fn healthy(env: &Env, balancers: &Balancers, kind: Kind) -> Vec<String> {
+    healthy_with(&env.sdk, balancers, kind).await
+}
+
+async fn healthy_with(
+    sdk: &aws_config::SdkConfig,
+    balancers: &Balancers,
+    kind: Kind,
+) -> Vec<String> {
+    let mut ids: Vec<String> = health_with(sdk, balancers, kind)
+        .await
+        .into_iter()
+        .filter(|(_, h)| *h)
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A world with balancers, both commits baked, and the config written.
+async fn baked(count: u32, health_timeout: &str) -> (Env, Balancers, Guest) {
+    let env = Env::new().await;
+    let balancers = seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    let guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    env.write_config(&env.deploy_config(&balancers, count, health_timeout));
+    for sha in [SHA, SHA2] {
+        let run = env.pipeline(&["build", "--commit", sha]).await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    (env, balancers, guest)
+}
+
+async fn swap_keeps_n_healthy(kind: Kind) {
+    let (env, balancers, _guest) = baked(3, "20s").await;
+    let name = kind.env();
+
+    let first = env
+        .pipeline(&["deploy", "--env", name, "--commit", SHA, "--output", "json"])
+        .await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    let a = env.live_instances(name, SHA).await;
+    assert_eq!(a.len(), 3);
+    assert_eq!(healthy(&env, &balancers, kind).await, a);
+
+    // Sample the balancer on every round trip while B replaces A.
+    let stop = Arc::new(AtomicBool::new(false));
+    let min_healthy = Arc::new(AtomicUsize::new(usize::MAX));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, min_healthy, samples) = (stop.clone(), min_healthy.clone(), samples.clone());
+        let sdk = env.sdk.clone();
+        let balancers = balancers.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n = healthy_with(&sdk, &balancers, kind).await.len();
+                min_healthy.fetch_min(n, Ordering::SeqCst);
+                samples.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let second = env
+        .pipeline(&[
+            "deploy", "--env", name, "--commit", SHA2, "--output", "json",
+        ])
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    assert_eq!(second.code, 0, "{second:#?}");
+    let out = second.json();
+    assert_eq!(out["env"], name);
+    assert_eq!(out["commit"], SHA2);
+    let mut removed: Vec<String> = serde_json::from_value(out["removed"].clone()).unwrap();
+    removed.sort();
+    assert_eq!(removed, a);
+    for phase in ["launch", "boot", "register", "health", "drain", "terminate"] {
+        assert!(out["phases"][phase].is_number(), "{phase}: {out}");
+    }
+
+    // Through the API: exactly N of B healthy, none of A running.
+    let b = env.live_instances(name, SHA2).await;
+    assert_eq!(b.len(), 3);
+    assert_eq!(healthy(&env, &balancers, kind).await, b);
+    assert!(env.live_instances(name, SHA).await.is_empty());
+    let registered: Vec<String> = balancer_health(&env, &balancers, kind)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(registered.iter().all(|id| b.contains(id)), "{registered:?}");
+    // Spread over both subnets, tagged at creation.
+    let described = env
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(b.clone()))
+        .send()
+        .await
+        .unwrap();
+    let mut per_subnet: BTreeMap<String, usize> = BTreeMap::new();
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        *per_subnet
+            .entry(i.subnet_id().unwrap().to_string())
+            .or_default() += 1;
+        let tags: BTreeMap<&str, &str> = i
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap(), t.value().unwrap()))
+            .collect();
+        assert_eq!(tags["pipeline:role"], "app");
+        assert_eq!(tags["pipeline:env"], name);
+        assert!(tags["pipeline:run"].starts_with("20"));
+    }
+    let mut spread: Vec<usize> = per_subnet.values().copied().collect();
+    spread.sort();
+    assert_eq!(spread, [1, 2]);
+
+    let sampled = samples.load(Ordering::SeqCst);
+    assert!(sampled >= 3, "the sampler ran {sampled} times");
+    assert!(
+        min_healthy.load(Ordering::SeqCst) >= 3,
+        "healthy dipped to {}",
+        min_healthy.load(Ordering::SeqCst)
+    );
+    eprintln!("{kind:?}: {sampled} samples during the swap, never fewer than 3 healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_elb_swap_keeps_n_healthy() {
+    swap_keeps_n_healthy(Kind::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_group_swap_keeps_n_healthy() {
+    swap_keeps_n_healthy(Kind::TargetGroup).await;
+}
+
+async fn never_healthy_leaves_the_old_fleet(kind: Kind) {
+    let (env, balancers, _guest) = baked(2, "3s").await;
+    let name = kind.env();
+    let first = env
+        .pipeline(&["deploy", "--env", name, "--commit", SHA])
+        .await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    let a = env.live_instances(name, SHA).await;
+
+    let broken = spawn_broken_app(&env.sdk, SHA2);
+    let run = env
+        .pipeline(&["deploy", "--env", name, "--commit", SHA2])
+        .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.elapsed < Duration::from_secs(15), "{:?}", run.elapsed);
+    assert!(
+        run.stderr.contains("the old fleet keeps serving"),
+        "{}",
+        run.stderr
+    );
+    assert!(!broken.stopped().is_empty(), "the broken app was exercised");
+
+    // The old fleet is untouched and still registered and healthy.
+    assert_eq!(env.live_instances(name, SHA).await, a);
+    assert_eq!(healthy(&env, &balancers, kind).await, a);
+    // No new instance left running.
+    let registered: Vec<String> = balancer_health(&env, &balancers, kind)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(registered.iter().all(|id| a.contains(id)), "{registered:?}");
+    assert!(env.live_instances(name, SHA2).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_elb_never_healthy_leaves_the_old_fleet() {
+    never_healthy_leaves_the_old_fleet(Kind::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_group_never_healthy_leaves_the_old_fleet() {
+    never_healthy_leaves_the_old_fleet(Kind::TargetGroup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_deploy_is_converged_by_the_next_run() {
+    let (env, balancers, _guest) = baked(2, "20s").await;
+    let kind = Kind::TargetGroup;
+    let name = kind.env();
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+
+    // kill -9 once the new fleet exists (after launch; maybe after register).
+    let broken = spawn_broken_app(&env.sdk, "never-matches");
+    let child = env.spawn(&["deploy", "--env", name, "--commit", SHA2]);
+    eventually("the new fleet to launch", || async {
+        !env.live_instances(name, SHA2).await.is_empty()
+    })
+    .await;
+    child.signal("KILL");
+    let killed = child.wait().await;
+    assert_ne!(killed.code, 0);
+    drop(broken);
+
+    let rerun = env
+        .pipeline(&[
+            "deploy", "--env", name, "--commit", SHA2, "--output", "json",
+        ])
+        .await;
+    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    let b = env.live_instances(name, SHA2).await;
+    assert_eq!(b.len(), 2, "exactly N instances of B: {b:?}");
+    assert_eq!(healthy(&env, &balancers, kind).await, b);
+    assert!(env.live_instances(name, SHA).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_what_it_cannot_do() {
+    let env = Env::new().await;
+    let balancers = seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    env.write_config(&env.deploy_config(&balancers, 1, "5s"));
+    env.moto.start_recording();
+
+    let unknown = env
+        .pipeline(&["deploy", "--env", "qa", "--commit", SHA])
+        .await;
+    assert_eq!(unknown.code, 2, "{unknown:#?}");
+    assert!(
+        unknown.stderr.contains("known: prod1, staging"),
+        "{}",
+        unknown.stderr
+    );
+
+    let not_built = env
+        .pipeline(&["deploy", "--env", "staging", "--commit", SHA])
+        .await;
+    assert_eq!(not_built.code, 1, "{not_built:#?}");
+    assert!(
+        not_built.stderr.contains("was never built"),
+        "{}",
+        not_built.stderr
+    );
+
+    let bad_ami = env
+        .pipeline(&["deploy", "--env", "staging", "--ami", "bogus"])
+        .await;
+    assert_eq!(bad_ami.code, 2, "{bad_ami:#?}");
+    env.moto.stop_recording();
+    let mutating: Vec<_> = env
+        .pipeline_calls()
+        .into_iter()
+        .filter(|c| c.is_mutating())
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+}
+
+/// The calls of one deploy of `n` instances, by action.
+async fn deploy_calls(n: u32) -> BTreeMap<String, usize> {
+    let (env, _balancers, _guest) = baked(n, "60s").await;
+    let name = Kind::TargetGroup.env();
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    env.moto.reset_recording();
+    env.moto.start_recording();
+    let run = env
+        .pipeline(&["deploy", "--env", name, "--commit", SHA2])
+        .await;
+    env.moto.stop_recording();
+    assert_eq!(run.code, 0, "{run:#?}");
+    let mut by_action = BTreeMap::new();
+    for call in env.pipeline_calls() {
+        *by_action.entry(call.action).or_default() += 1;
+    }
+    by_action
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_calls_are_flat_in_fleet_size() {
+    let mut rows = Vec::new();
+    for n in [1, 10, 50] {
+        rows.push((n, deploy_calls(n).await));
+    }
+    // Apart from polling, and one RunInstances per subnet used (two subnets,
+    // so one call for a single instance), the calls are the same for any N.
+    let not_polling = |calls: &BTreeMap<String, usize>| -> BTreeMap<String, usize> {
+        calls
+            .iter()
+            .filter(|(a, _)| {
+                !matches!(
+                    a.as_str(),
+                    "DescribeInstances" | "DescribeTargetHealth" | "RunInstances"
+                )
+            })
+            .map(|(a, c)| (a.clone(), *c))
+            .collect()
+    };
+    for (n, calls) in &rows {
+        eprintln!(
+            "deploy of {n}: {} calls {calls:?}",
+            calls.values().sum::<usize>()
+        );
+        assert_eq!(not_polling(calls), not_polling(&rows[0].1), "n = {n}");
+        assert_eq!(calls["RunInstances"], (*n as usize).min(2), "n = {n}");
+        // Polls: a few per wait, never one per instance.
+        let polls = calls.get("DescribeInstances").copied().unwrap_or(0)
+            + calls.get("DescribeTargetHealth").copied().unwrap_or(0);
+        assert!(polls <= 12, "n = {n}: {polls} polls");
+    }
+}

@@ -17,8 +17,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pipeline_core::aws::{self, ec2::Ec2};
+use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2};
 use pipeline_core::config::Config;
+use pipeline_core::ports::AutoScaling;
 use pipeline_core::release::{Built, Commit, Release, RunId};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
 use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
@@ -87,10 +88,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         })?
                 }
             };
-            let balancer = aws::balancer(&sdk, &config.environments[name].load_balancer);
+            let environment = &config.environments[name];
+            let balancer = aws::balancer(&sdk, &environment.load_balancer);
+            let groups = environment
+                .auto_scaling_group
+                .as_ref()
+                .map(|_| AutoScalingGroups::new(&sdk));
             let ports = DeployPorts {
                 instances: &ec2,
                 balancer: balancer.as_ref(),
+                auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
             };
             let outcome = release
                 .deploy(&plan, ports, &RunId::new(), &Interrupt::on_signals())

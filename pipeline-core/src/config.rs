@@ -141,8 +141,14 @@ pub struct EnvironmentConfig {
     /// Instance type of the environment's instances.
     #[serde(default = "default_instance_type")]
     pub instance_type: String,
-    /// Subnets to spread the instances over (one per AZ).
+    /// Subnets to spread the instances over (one per AZ). Not used (and may
+    /// be left out) with `auto_scaling_group`, which has its own.
+    #[serde(default)]
     pub subnets: Vec<String>,
+    /// An Auto Scaling group (with a launch template) that owns the
+    /// instances: deploy then brings new instances up through the group.
+    #[serde(default)]
+    pub auto_scaling_group: Option<String>,
     /// Security groups of the instances.
     #[serde(default)]
     pub security_groups: Vec<String>,
@@ -423,8 +429,20 @@ impl EnvironmentConfig {
         if self.count == 0 {
             return Err(format!("{}: must be at least 1", key("count")));
         }
-        if self.subnets.is_empty() {
-            return Err(format!("{}: name at least one subnet", key("subnets")));
+        match &self.auto_scaling_group {
+            None if self.subnets.is_empty() => {
+                return Err(format!(
+                    "{}: name at least one subnet (or an auto_scaling_group)",
+                    key("subnets")
+                ));
+            }
+            Some(group) if group.is_empty() || group.len() > 255 || group.contains(':') => {
+                return Err(format!(
+                    "{}: {group:?} is not an Auto Scaling group name",
+                    key("auto_scaling_group")
+                ));
+            }
+            _ => {}
         }
         for subnet in &self.subnets {
             check_prefixed(&key("subnets"), subnet, "subnet-")?;

@@ -157,6 +157,62 @@ pub trait Balancer: Send + Sync {
     fn reports_draining(&self) -> bool;
 }
 
+/// An Auto Scaling group as a deploy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// The instances in the group.
+    pub instances: Vec<String>,
+    /// Its desired capacity.
+    pub desired: u32,
+    /// Its maximum size.
+    pub max: u32,
+    /// Its launch template's id.
+    pub template_id: String,
+    /// The launch template version it launches (a number, `$Latest` or `$Default`).
+    pub template_version: String,
+}
+
+/// An Auto Scaling group with a launch template (and the EC2 calls on
+/// launch templates that go with it).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AutoScaling: Send + Sync {
+    /// The group's state, in one call.
+    async fn group(&self, name: &str) -> Result<GroupState>;
+
+    /// A new launch template version from `source_version`, with the AMI,
+    /// the user-data and the instance tags replaced. Returns its number.
+    async fn new_template_version(
+        &self,
+        template_id: &str,
+        source_version: &str,
+        image_id: &str,
+        user_data: &str,
+        tags: &Tags,
+    ) -> Result<String>;
+
+    /// Points the group at a launch template version and sets its desired
+    /// capacity and maximum size, in one call.
+    async fn update(
+        &self,
+        name: &str,
+        template_id: &str,
+        template_version: &str,
+        desired: u32,
+        max: u32,
+    ) -> Result<()>;
+
+    /// Suspends the processes that would fight a deploy (AZRebalance,
+    /// AlarmNotification, ScheduledActions, ReplaceUnhealthy, HealthCheck).
+    async fn suspend(&self, name: &str) -> Result<()>;
+
+    /// Resumes what [`AutoScaling::suspend`] suspended.
+    async fn resume(&self, name: &str) -> Result<()>;
+
+    /// Takes instances out of the group, lowering its desired capacity.
+    async fn detach(&self, name: &str, ids: &[String]) -> Result<()>;
+}
+
 /// AMIs: find, create, copy, share, remove.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]

@@ -1,4 +1,5 @@
-//! `pipeline deploy` against moto, checked through the ELB, ELBv2 and EC2 APIs.
+//! `pipeline deploy` against moto, checked through the ELB, ELBv2, EC2 and
+//! Auto Scaling APIs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pipeline_fixtures::{
-    Balancers, BuilderBehaviour, Guest, guest, seed_balancers, spawn_broken_app,
+    Balancers, BuilderBehaviour, Guest, guest, seed_auto_scaling_group, seed_balancers,
+    spawn_broken_app,
 };
 
 use crate::support::{Env, SHA, SHA2, eventually};
@@ -390,4 +392,123 @@ async fn deploy_calls_are_flat_in_fleet_size() {
             + calls.get("DescribeTargetHealth").copied().unwrap_or(0);
         assert!(polls <= 12, "n = {n}: {polls} polls");
     }
+}
+
+/// The group's instances (sorted), desired capacity, maximum, launch
+/// template version and suspended processes, through the Auto Scaling API.
+async fn group_state(env: &Env, name: &str) -> (Vec<String>, i32, i32, String, Vec<String>) {
+    let out = aws_sdk_autoscaling::Client::new(&env.sdk)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let group = &out.auto_scaling_groups()[0];
+    let mut ids: Vec<String> = group
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let suspended = group
+        .suspended_processes()
+        .iter()
+        .filter_map(|p| p.process_name().map(str::to_string))
+        .collect();
+    (
+        ids,
+        group.desired_capacity().unwrap(),
+        group.max_size().unwrap(),
+        group
+            .launch_template()
+            .and_then(|t| t.version())
+            .unwrap_or_default()
+            .to_string(),
+        suspended,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
+    let (env, _shop, _guest) = baked(2, "20s").await;
+    let web = seed_balancers(&env.sdk, &env.world, "web", 1).await;
+    let group =
+        seed_auto_scaling_group(&env.sdk, &env.world, "shop-asg", &web.target_group_arn, 2).await;
+    let config = format!(
+        "{}  web:
+    count: 2
+    auto_scaling_group: {group}
+    load_balancer: {{ target_group: \"{}\" }}
+    health_timeout: 5s
+    healthy_for: 300ms
+    drain_timeout: 5s
+    poll_interval: 100ms
+",
+        env.deploy_config(&web, 2, "20s"),
+        web.target_group_arn
+    );
+    env.write_config(&config);
+    let tg = |env: &Env| {
+        let web = web.clone();
+        let sdk = env.sdk.clone();
+        async move { healthy_with(&sdk, &web, Kind::TargetGroup).await }
+    };
+
+    // First deploy into the empty group.
+    let first = env
+        .pipeline(&["deploy", "--env", "web", "--commit", SHA])
+        .await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    let a = env.live_instances("web", SHA).await;
+    assert_eq!(a.len(), 2, "the group's instances carry the release tags");
+    let (members, desired, max, _, suspended) = group_state(&env, &group).await;
+    assert_eq!((members.clone(), desired, max), (a.clone(), 2, 2));
+    assert!(suspended.is_empty(), "{suspended:?}");
+    assert_eq!(tg(&env).await, a);
+
+    // B replaces A; a sampler polls the target group every round trip.
+    let stop = Arc::new(AtomicBool::new(false));
+    let min_healthy = Arc::new(AtomicUsize::new(usize::MAX));
+    let sampler = {
+        let (stop, min_healthy) = (stop.clone(), min_healthy.clone());
+        let (sdk, web) = (env.sdk.clone(), web.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n = healthy_with(&sdk, &web, Kind::TargetGroup).await.len();
+                min_healthy.fetch_min(n, Ordering::SeqCst);
+            }
+        })
+    };
+    let second = env
+        .pipeline(&["deploy", "--env", "web", "--commit", SHA2])
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    assert_eq!(second.code, 0, "{second:#?}");
+    assert!(
+        min_healthy.load(Ordering::SeqCst) >= 2,
+        "healthy dipped to {}",
+        min_healthy.load(Ordering::SeqCst)
+    );
+    let b = env.live_instances("web", SHA2).await;
+    assert_eq!(b.len(), 2);
+    assert!(env.live_instances("web", SHA).await.is_empty());
+    let (members, desired, max, version_b, suspended) = group_state(&env, &group).await;
+    assert_eq!((members, desired, max), (b.clone(), 2, 2));
+    assert!(suspended.is_empty(), "{suspended:?}");
+    assert_eq!(tg(&env).await, b);
+
+    // A release that never gets healthy: the group is put back as it was.
+    let broken = spawn_broken_app(&env.sdk, SHA);
+    let third = env
+        .pipeline(&["deploy", "--env", "web", "--commit", SHA])
+        .await;
+    assert_eq!(third.code, 1, "{third:#?}");
+    assert!(!broken.stopped().is_empty());
+    let (members, desired, max, version, suspended) = group_state(&env, &group).await;
+    assert_eq!((members, desired, max), (b.clone(), 2, 2));
+    assert_eq!(version, version_b, "launch template version restored");
+    assert!(suspended.is_empty(), "{suspended:?}");
+    assert_eq!(tg(&env).await, b);
+    assert!(env.live_instances("web", SHA).await.is_empty());
 }

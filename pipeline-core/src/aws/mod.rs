@@ -4,10 +4,12 @@
 //! the service's error code and message reach the user unchanged.
 //!
 //! # Layout
+//! - [`autoscaling`]: Auto Scaling groups ([`crate::ports::AutoScaling`]).
 //! - [`ec2`]: images and instances ([`crate::ports::Images`], [`crate::ports::Instances`]).
 //! - [`elb`]: Classic ELB ([`crate::ports::Balancer`]).
 //! - [`elbv2`]: ALB/NLB target groups ([`crate::ports::Balancer`]).
 
+pub mod autoscaling;
 pub mod ec2;
 pub mod elb;
 pub mod elbv2;

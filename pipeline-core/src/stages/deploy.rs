@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ports::{
-    AppInstance, Balancer, Image, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
+    AppInstance, AutoScaling, Balancer, GroupState, Image, Instances, LaunchSpec,
+    ShutdownBehaviour, Tags, tag,
 };
 use crate::release::{Built, Deployed, Release, RunId};
 use crate::wait::{self, Interrupt, Poll, Progress};
@@ -49,6 +50,8 @@ pub struct DeployPlan {
     pub healthy_for: Duration,
     /// The longest wait for old instances to drain.
     pub drain_cap: Duration,
+    /// The Auto Scaling group that owns the instances, if any.
+    pub auto_scaling_group: Option<String>,
 }
 
 impl DeployPlan {
@@ -82,6 +85,7 @@ impl DeployPlan {
             },
             healthy_for: e.healthy_for,
             drain_cap: e.drain_timeout,
+            auto_scaling_group: e.auto_scaling_group.clone(),
         })
     }
 }
@@ -118,6 +122,8 @@ pub struct DeployPorts<'a> {
     pub instances: &'a dyn Instances,
     /// The environment's balancer.
     pub balancer: &'a dyn Balancer,
+    /// Auto Scaling, for an environment with `auto_scaling_group`.
+    pub auto_scaling: Option<&'a dyn AutoScaling>,
 }
 
 impl Release<Built> {
@@ -135,7 +141,7 @@ impl Release<Built> {
     ///     .expect("built");
     /// let balancer = aws::balancer(&sdk, &config.environments["staging"].load_balancer);
     /// let out = built
-    ///     .deploy(&plan, DeployPorts { instances: &ec2, balancer: balancer.as_ref() },
+    ///     .deploy(&plan, DeployPorts { instances: &ec2, balancer: balancer.as_ref(), auto_scaling: None },
     ///             &RunId::new(), &Interrupt::on_signals())
     ///     .await?;
     /// println!("{:?}", out.release.state().instances);
@@ -149,10 +155,22 @@ impl Release<Built> {
         interrupt: &Interrupt,
     ) -> Result<DeployOutcome> {
         let started = Instant::now();
+        let group = match (&plan.auto_scaling_group, ports.auto_scaling) {
+            (Some(name), Some(asg)) => Some((asg, name.as_str())),
+            (Some(name), None) => {
+                return Err(Error::Input(format!(
+                    "environment {} names Auto Scaling group {name} but no Auto Scaling port was given",
+                    plan.env
+                )));
+            }
+            (None, _) => None,
+        };
         let swap = Swap {
             plan,
             instances: ports.instances,
             balancer: ports.balancer,
+            group,
+            template_version: None,
             interrupt,
             phases: Vec::new(),
         };
@@ -164,6 +182,10 @@ struct Swap<'a> {
     plan: &'a DeployPlan,
     instances: &'a dyn Instances,
     balancer: &'a dyn Balancer,
+    /// The Auto Scaling group and its name, in group mode.
+    group: Option<(&'a dyn AutoScaling, &'a str)>,
+    /// The launch template version this deploy made, in group mode.
+    template_version: Option<String>,
     interrupt: &'a Interrupt,
     phases: Vec<Phase>,
 }
@@ -198,8 +220,12 @@ impl Swap<'_> {
 
         // inspect: who serves now, and what a killed run left behind.
         let mut t = Instant::now();
+        let group_state = match self.group {
+            Some((asg, name)) => Some(asg.group(name).await?),
+            None => None,
+        };
         let current = self.instances.app_instances(&plan.app, &plan.env).await?;
-        let in_balancer: BTreeSet<String> = self
+        let mut in_balancer: BTreeSet<String> = self
             .balancer
             .registered()
             .await?
@@ -207,6 +233,8 @@ impl Swap<'_> {
             .filter(|h| !h.state.starts_with("draining"))
             .map(|h| h.id)
             .collect();
+        // In group mode the group's members are the serving fleet too.
+        in_balancer.extend(group_state.iter().flat_map(|g| g.instances.iter().cloned()));
         let (old, leftovers): (Vec<AppInstance>, Vec<AppInstance>) = current
             .into_iter()
             .partition(|i| in_balancer.contains(&i.id));
@@ -220,23 +248,41 @@ impl Swap<'_> {
             );
             self.instances.terminate(&cleaned).await?;
         }
-        let old: Vec<String> = old.into_iter().map(|i| i.id).collect();
+        let old: Vec<String> = match &group_state {
+            Some(group) => group.instances.clone(),
+            None => old.into_iter().map(|i| i.id).collect(),
+        };
         t = self.phase("inspect", t);
         self.interrupt.check()?;
 
         // launch .. health: on any failure the new fleet goes, the old stays.
         let mut new = Vec::new();
         let mut registered = false;
-        let result = self
-            .bring_up(&release, &image, run, &mut new, &mut registered, t)
-            .await;
+        let tags = self.instance_tags(&release, run);
+        let result = match &group_state {
+            Some(group) => {
+                self.bring_up_in_group(&image, &tags, group, &mut new, &mut registered, t)
+                    .await
+            }
+            None => {
+                self.bring_up(&image, &tags, &mut new, &mut registered, t)
+                    .await
+            }
+        };
         if let Err(err) = result {
-            self.remove_new_fleet(&new, registered, &err).await;
+            self.remove_new_fleet(&new, registered, group_state.as_ref(), &err)
+                .await;
             return Err(err);
         }
         t = Instant::now();
 
         // drain and terminate the old fleet.
+        if let Some((asg, name)) = self.group
+            && !old.is_empty()
+        {
+            asg.detach(name, &old).await?;
+            tracing::info!("detached the old fleet from {name}");
+        }
         if !old.is_empty() {
             self.balancer.deregister(&old).await?;
             tracing::info!("deregistered the old fleet: {}", old.join(", "));
@@ -245,6 +291,22 @@ impl Swap<'_> {
             self.instances.terminate(&old).await?;
             tracing::info!("terminated the old fleet");
             self.phase("terminate", t);
+        }
+        if let (Some((asg, name)), Some(group)) = (self.group, &group_state) {
+            // The group's maximum back as it was (or N, if that is more).
+            let version = self
+                .template_version
+                .as_deref()
+                .unwrap_or(&group.template_version);
+            asg.update(
+                name,
+                &group.template_id,
+                version,
+                plan.count,
+                group.max.max(plan.count),
+            )
+            .await?;
+            asg.resume(name).await?;
         }
 
         let outcome = DeployOutcome {
@@ -265,18 +327,9 @@ impl Swap<'_> {
         Ok(outcome)
     }
 
-    async fn bring_up(
-        &mut self,
-        release: &Release<Built>,
-        image: &Image,
-        run: &RunId,
-        new: &mut Vec<String>,
-        registered: &mut bool,
-        mut t: Instant,
-    ) -> Result<()> {
+    fn instance_tags(&self, release: &Release<Built>, run: &RunId) -> Tags {
         let plan = self.plan;
-        let deadline = Instant::now() + plan.health_poll.deadline;
-        let tags = Tags::from([
+        Tags::from([
             (tag::APP.to_string(), plan.app.clone()),
             (tag::ENV.to_string(), plan.env.clone()),
             (tag::COMMIT.to_string(), release.commit().to_string()),
@@ -286,7 +339,19 @@ impl Swap<'_> {
                 "Name".to_string(),
                 format!("{}-{}-{}", plan.app, plan.env, release.commit().short()),
             ),
-        ]);
+        ])
+    }
+
+    async fn bring_up(
+        &mut self,
+        image: &Image,
+        tags: &Tags,
+        new: &mut Vec<String>,
+        registered: &mut bool,
+        t: Instant,
+    ) -> Result<()> {
+        let plan = self.plan;
+        let deadline = Instant::now() + plan.health_poll.deadline;
         for (subnet, count) in spread(plan.count, &plan.subnets) {
             let spec = LaunchSpec {
                 image_id: image.id.clone(),
@@ -303,8 +368,86 @@ impl Swap<'_> {
             new.extend(self.instances.launch(&spec).await?);
         }
         tracing::info!("launched {}", new.join(", "));
-        t = self.phase("launch", t);
+        let t = self.phase("launch", t);
+        self.register_when_healthy(new, registered, deadline, t)
+            .await
+    }
 
+    /// Group mode: a launch template version with the AMI, scaling
+    /// processes suspended, the group raised by N; its new members are
+    /// the new fleet.
+    async fn bring_up_in_group(
+        &mut self,
+        image: &Image,
+        tags: &Tags,
+        group: &GroupState,
+        new: &mut Vec<String>,
+        registered: &mut bool,
+        t: Instant,
+    ) -> Result<()> {
+        let plan = self.plan;
+        let (asg, name) = self.group.expect("group mode");
+        let deadline = Instant::now() + plan.health_poll.deadline;
+        let version = asg
+            .new_template_version(
+                &group.template_id,
+                &group.template_version,
+                &image.id,
+                &plan.user_data,
+                tags,
+            )
+            .await?;
+        tracing::info!(
+            "launch template {} version {version} launches {}",
+            group.template_id,
+            image.id
+        );
+        asg.suspend(name).await?;
+        let desired = group.instances.len() as u32 + plan.count;
+        self.template_version = Some(version.clone());
+        asg.update(
+            name,
+            &group.template_id,
+            &version,
+            desired,
+            group.max.max(desired),
+        )
+        .await?;
+        let old: BTreeSet<&String> = group.instances.iter().collect();
+        let what = format!("{name} to launch {} new instance(s)", plan.count);
+        let poll = Poll {
+            interval: plan.health_poll.interval,
+            deadline: deadline.saturating_duration_since(Instant::now()),
+        };
+        *new = wait::until(&what, poll, self.interrupt, || async {
+            let now = asg.group(name).await?;
+            let fresh: Vec<String> = now
+                .instances
+                .into_iter()
+                .filter(|i| !old.contains(i))
+                .collect();
+            Ok(if fresh.len() >= plan.count as usize {
+                Progress::Done(fresh)
+            } else {
+                Progress::Pending(format!("{}/{} launched", fresh.len(), plan.count))
+            })
+        })
+        .await?;
+        tracing::info!("{name} launched {}", new.join(", "));
+        let t = self.phase("launch", t);
+        self.register_when_healthy(new, registered, deadline, t)
+            .await
+    }
+
+    /// Waits until `new` runs, registers it, waits until it is healthy.
+    async fn register_when_healthy(
+        &mut self,
+        new: &[String],
+        registered: &mut bool,
+        deadline: Instant,
+        mut t: Instant,
+    ) -> Result<()> {
+        let plan = self.plan;
         let poll = |deadline: Instant| Poll {
             interval: plan.health_poll.interval,
             deadline: deadline.saturating_duration_since(Instant::now()),
@@ -461,24 +604,69 @@ impl Swap<'_> {
 
     /// Best effort: every step is tried, failures are reported; the error
     /// that caused the rollback is what the user sees first.
-    async fn remove_new_fleet(&self, new: &[String], registered: bool, cause: &Error) {
+    async fn remove_new_fleet(
+        &self,
+        new: &[String],
+        registered: bool,
+        group: Option<&GroupState>,
+        cause: &Error,
+    ) {
         tracing::error!(
             "deploy to {} failed: {cause}; removing the new instances, the old fleet keeps serving",
             self.plan.env
         );
-        if new.is_empty() {
-            return;
+        let mut new = new.to_vec();
+        if let (Some((asg, name)), Some(group)) = (self.group, group) {
+            // The group may have launched instances the wait never saw.
+            match asg.group(name).await {
+                Ok(now) => {
+                    new = now
+                        .instances
+                        .into_iter()
+                        .filter(|i| !group.instances.contains(i))
+                        .collect()
+                }
+                Err(e) => tracing::error!("could not describe {name}: {e}"),
+            }
+            if !new.is_empty()
+                && let Err(e) = asg.detach(name, &new).await
+            {
+                tracing::error!("could not detach {} from {name}: {e}", new.join(", "));
+            }
         }
-        if registered && let Err(e) = self.balancer.deregister(new).await {
-            tracing::error!("could not deregister {}: {e}", new.join(", "));
+        if !new.is_empty() {
+            // Deregistering what is not registered is harmless; the group
+            // may have registered its new members by itself.
+            if (registered || self.group.is_some())
+                && let Err(e) = self.balancer.deregister(&new).await
+            {
+                tracing::error!("could not deregister {}: {e}", new.join(", "));
+            }
+            match self.instances.terminate(&new).await {
+                Ok(()) => tracing::info!("terminated the new instances: {}", new.join(", ")),
+                Err(e) => tracing::error!(
+                    "could not terminate {}: {e}; the next deploy to {} will (they are not in the balancer)",
+                    new.join(", "),
+                    self.plan.env
+                ),
+            }
         }
-        match self.instances.terminate(new).await {
-            Ok(()) => tracing::info!("terminated the new instances: {}", new.join(", ")),
-            Err(e) => tracing::error!(
-                "could not terminate {}: {e}; the next deploy to {} will (they are not in the balancer)",
-                new.join(", "),
-                self.plan.env
-            ),
+        if let (Some((asg, name)), Some(group)) = (self.group, group) {
+            let restored = asg
+                .update(
+                    name,
+                    &group.template_id,
+                    &group.template_version,
+                    group.desired,
+                    group.max,
+                )
+                .await;
+            if let Err(e) = restored {
+                tracing::error!("could not restore {name}'s launch template version and size: {e}");
+            }
+            if let Err(e) = asg.resume(name).await {
+                tracing::error!("could not resume {name}'s scaling processes: {e}");
+            }
         }
     }
 }

@@ -3,7 +3,10 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::ports::{ImageState, InstanceStatus, MockBalancer, MockInstances, TargetHealth};
+use crate::ports::{
+    GroupState, ImageState, InstanceStatus, MockAutoScaling, MockBalancer, MockInstances,
+    TargetHealth,
+};
 use crate::release::Tested;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -27,6 +30,7 @@ fn plan(count: u32) -> DeployPlan {
         },
         healthy_for: Duration::ZERO,
         drain_cap: Duration::from_secs(30),
+        auto_scaling_group: None,
     }
 }
 
@@ -160,6 +164,7 @@ async fn deploy(
             DeployPorts {
                 instances,
                 balancer,
+                auto_scaling: None,
             },
             &RunId::new(),
             interrupt,
@@ -411,4 +416,136 @@ environments:
     assert!(err.to_string().contains("known: staging"), "{err}");
     let plan = DeployPlan::new(&config, "staging").unwrap();
     assert!(plan.user_data.contains("PIPELINE_ENV='staging'"));
+}
+
+/// A group holding `old`, whose launches add `i-newg<N>` members.
+fn group(log: &Log, old: &[&str]) -> MockAutoScaling {
+    let members: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(old.iter().map(|s| s.to_string()).collect()));
+    let mut m = MockAutoScaling::new();
+    let mm = members.clone();
+    m.expect_group().returning(move |_| {
+        Ok(GroupState {
+            instances: mm.lock().unwrap().clone(),
+            desired: 2,
+            max: 3,
+            template_id: "lt-1".into(),
+            template_version: "4".into(),
+        })
+    });
+    let l = log.clone();
+    m.expect_new_template_version()
+        .returning(move |id, source, image, _, tags| {
+            assert_eq!(tags[tag::COMMIT], SHA);
+            l.lock()
+                .unwrap()
+                .push(format!("version {id} from {source} with {image}"));
+            Ok("5".into())
+        });
+    let (l, mm) = (log.clone(), members.clone());
+    m.expect_update()
+        .returning(move |_, _, version, desired, max| {
+            l.lock()
+                .unwrap()
+                .push(format!("update v{version} desired {desired} max {max}"));
+            let mut members = mm.lock().unwrap();
+            let mut n = 0;
+            while members.len() < desired as usize {
+                n += 1;
+                members.push(format!("i-newg{n}"));
+            }
+            Ok(())
+        });
+    let l = log.clone();
+    m.expect_suspend().returning(move |_| {
+        l.lock().unwrap().push("suspend".into());
+        Ok(())
+    });
+    let l = log.clone();
+    m.expect_resume().returning(move |_| {
+        l.lock().unwrap().push("resume".into());
+        Ok(())
+    });
+    let (l, mm) = (log.clone(), members.clone());
+    m.expect_detach().returning(move |_, ids| {
+        l.lock().unwrap().push(format!("detach {}", ids.join(",")));
+        mm.lock().unwrap().retain(|i| !ids.contains(i));
+        Ok(())
+    });
+    m
+}
+
+async fn deploy_in_group(
+    plan: &DeployPlan,
+    instances: &MockInstances,
+    balancer: &MockBalancer,
+    asg: &MockAutoScaling,
+) -> Result<DeployOutcome> {
+    built()
+        .deploy(
+            plan,
+            DeployPorts {
+                instances,
+                balancer,
+                auto_scaling: Some(asg),
+            },
+            &RunId::new(),
+            &Interrupt::never(),
+        )
+        .await
+}
+
+fn group_plan() -> DeployPlan {
+    let mut plan = plan(2);
+    plan.auto_scaling_group = Some("shop-asg".into());
+    plan
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_mode_raises_the_group_then_detaches_the_old_fleet() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1"), app("i-old2")], "running");
+    let balancer = balancer(&log, &["i-old1", "i-old2"], true, Duration::ZERO, true);
+    let asg = group(&log, &["i-old1", "i-old2"]);
+    let out = deploy_in_group(&group_plan(), &instances, &balancer, &asg)
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of(&log),
+        [
+            "version lt-1 from 4 with ami-new",
+            "suspend",
+            "update v5 desired 4 max 4",
+            "register i-newg1,i-newg2",
+            "detach i-old1,i-old2",
+            "deregister i-old1,i-old2",
+            "terminate i-old1,i-old2",
+            "update v5 desired 2 max 3",
+            "resume",
+        ]
+    );
+    assert_eq!(out.release.state().instances, ["i-newg1", "i-newg2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_mode_failure_restores_the_group() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1"), app("i-old2")], "running");
+    let balancer = balancer(&log, &["i-old1", "i-old2"], false, Duration::ZERO, true);
+    let asg = group(&log, &["i-old1", "i-old2"]);
+    let err = deploy_in_group(&group_plan(), &instances, &balancer, &asg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert_eq!(
+        log_of(&log)[3..],
+        [
+            "register i-newg1,i-newg2",
+            "detach i-newg1,i-newg2",
+            "deregister i-newg1,i-newg2",
+            "terminate i-newg1,i-newg2",
+            "update v4 desired 2 max 3",
+            "resume",
+        ]
+    );
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
-/// Immutable-AMI delivery for AWS: test a commit, bake its AMI, deploy it.
+/// Immutable-AMI delivery for AWS: test a commit, bake its AMI, deploy it,
+/// flip traffic between two production slots.
 ///
 /// Exit codes: 0 done; 1 the stage failed and left things safe;
 /// 2 bad input or config, nothing was changed.
@@ -79,4 +80,18 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         ami: Option<String>,
     },
+    /// Point the public record at a production slot, once it runs the commit
+    /// on enough healthy instances (one atomic Route53 change).
+    Promote {
+        /// The slot to make live [default: the one that is not live].
+        #[arg(long, value_name = "SLOT")]
+        to: Option<String>,
+        /// The commit the slot must run [default: the CI's commit variable, then `git rev-parse HEAD`].
+        #[arg(long)]
+        commit: Option<String>,
+    },
+    /// Point the public record back at the other slot (it must still be healthy).
+    Rollback,
+    /// Show what each environment runs, how healthy it is, and which slot is live.
+    Status,
 }

@@ -17,12 +17,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2};
+use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2, route53::Route53};
 use pipeline_core::config::Config;
-use pipeline_core::ports::AutoScaling;
+use pipeline_core::ports::{AutoScaling, Balancer};
 use pipeline_core::release::{Built, Commit, Release, RunId};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
 use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
+use pipeline_core::stages::promote::{self, PromotePlan, PromotePorts};
+use pipeline_core::stages::status;
 use pipeline_core::stages::test::{self, Output};
 use pipeline_core::wait::Interrupt;
 use pipeline_core::{Error, Result};
@@ -104,6 +106,66 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             Ok(output::deploy(cli.output, &outcome))
         }
+        Command::Promote { to, commit } => {
+            let config = Config::load(&cli.config)?;
+            let plan = PromotePlan::new(&config)?;
+            let commit = commit::resolve(commit.as_deref(), env)?;
+            let sdk = sdk_config(&config).await;
+            let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
+            let ports = promote_ports(&ec2, &dns, &balancers);
+            let flip = promote::promote(
+                &plan,
+                &ports,
+                to.as_deref(),
+                &commit,
+                &Interrupt::on_signals(),
+            )
+            .await?;
+            Ok(output::flip(cli.output, &flip))
+        }
+        Command::Rollback => {
+            let config = Config::load(&cli.config)?;
+            let plan = PromotePlan::new(&config)?;
+            let sdk = sdk_config(&config).await;
+            let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
+            let ports = promote_ports(&ec2, &dns, &balancers);
+            let flip = promote::rollback(&plan, &ports, &Interrupt::on_signals()).await?;
+            Ok(output::flip(cli.output, &flip))
+        }
+        Command::Status => {
+            let config = Config::load(&cli.config)?;
+            let plan = config
+                .promote
+                .as_ref()
+                .map(|_| PromotePlan::new(&config))
+                .transpose()?;
+            let sdk = sdk_config(&config).await;
+            let ec2 = Ec2::new(&sdk, &config.region);
+            let live = match &plan {
+                Some(plan) => {
+                    let (_, dns, balancers) = slot_adapters(&config, plan, &sdk);
+                    Some(promote::live(plan, &promote_ports(&ec2, &dns, &balancers)).await?)
+                }
+                None => None,
+            };
+            let balancers: Vec<(String, Box<dyn Balancer>)> = config
+                .environments
+                .iter()
+                .map(|(name, e)| (name.clone(), aws::balancer(&sdk, &e.load_balancer)))
+                .collect();
+            let environments: Vec<(&str, &dyn Balancer)> = balancers
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_ref()))
+                .collect();
+            let live_slot = live.as_ref().and_then(|l| l.slot.as_deref());
+            let envs = status::status(&config.app, &environments, &ec2, live_slot).await?;
+            Ok(output::status(
+                cli.output,
+                plan.as_ref().map(|p| p.record.as_str()),
+                live.as_ref(),
+                &envs,
+            ))
+        }
         Command::Build { commit } => {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
@@ -119,6 +181,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             Ok(output::build(cli.output, &outcome))
         }
+    }
+}
+
+/// The adapters promote, rollback and status use for the two slots.
+fn slot_adapters(
+    config: &Config,
+    plan: &PromotePlan,
+    sdk: &aws_config::SdkConfig,
+) -> (Ec2, Route53, [Box<dyn Balancer>; 2]) {
+    let balancer = |slot: &String| aws::balancer(sdk, &config.environments[slot].load_balancer);
+    (
+        Ec2::new(sdk, &config.region),
+        Route53::new(sdk),
+        [balancer(&plan.slots[0]), balancer(&plan.slots[1])],
+    )
+}
+
+fn promote_ports<'a>(
+    ec2: &'a Ec2,
+    dns: &'a Route53,
+    balancers: &'a [Box<dyn Balancer>; 2],
+) -> PromotePorts<'a> {
+    PromotePorts {
+        instances: ec2,
+        dns,
+        balancers: [balancers[0].as_ref(), balancers[1].as_ref()],
     }
 }
 

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use pipeline_core::stages::build::BuildOutcome;
 use pipeline_core::stages::deploy::DeployOutcome;
+use pipeline_core::stages::promote::{Flip, Live};
+use pipeline_core::stages::status::EnvStatus;
 use pipeline_core::stages::test::TestOutcome;
 use pipeline_core::{Error, ErrorKind};
 use serde_json::{Value, json};
@@ -128,6 +130,120 @@ pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
                     "run": out.run.as_str(),
                     "phases": phases,
                     "duration_secs": secs(out.duration),
+                })
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints a promote or rollback.
+pub fn flip(format: OutputFormat, flip: &Flip) -> ExitCode {
+    match format {
+        OutputFormat::Text if flip.changed => println!(
+            "{} -> {} ({}), {} healthy instance(s) of {}; was {}",
+            flip.record,
+            flip.to,
+            flip.target,
+            flip.healthy,
+            flip.commit.as_deref().unwrap_or("?"),
+            flip.from.as_deref().unwrap_or("nothing")
+        ),
+        OutputFormat::Text => println!(
+            "{} is live already on {}: nothing changed",
+            flip.to, flip.record
+        ),
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "ok": true,
+                "record": flip.record,
+                "from": flip.from,
+                "to": flip.to,
+                "target": flip.target,
+                "changed": flip.changed,
+                "change_id": flip.change_id,
+                "commit": flip.commit,
+                "healthy": flip.healthy,
+            })
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints every environment's state and the live slot.
+pub fn status(
+    format: OutputFormat,
+    record: Option<&str>,
+    live: Option<&Live>,
+    envs: &[EnvStatus],
+) -> ExitCode {
+    let live_slot = live.and_then(|l| l.slot.as_deref());
+    match format {
+        OutputFormat::Text => {
+            match (record, live_slot) {
+                (Some(record), Some(slot)) => println!("live: {slot} ({record})"),
+                (Some(record), None) => println!("live: none ({record} does not point at a slot)"),
+                (None, _) => println!("live: no promote section in the config"),
+            }
+            println!(
+                "{:<12} {:<4} {:>8}  {:<42} AMI",
+                "ENV", "LIVE", "HEALTHY", "COMMIT"
+            );
+            for e in envs {
+                let commits: Vec<String> = e
+                    .commits
+                    .iter()
+                    .map(|(c, n)| {
+                        if e.commits.len() > 1 {
+                            format!("{c} ({n})")
+                        } else {
+                            c.clone()
+                        }
+                    })
+                    .collect();
+                let images: Vec<&str> = e.images.iter().map(String::as_str).collect();
+                println!(
+                    "{:<12} {:<4} {:>8}  {:<42} {}",
+                    e.name,
+                    if e.live { "*" } else { "" },
+                    format!("{}/{}", e.healthy, e.instances),
+                    if commits.is_empty() {
+                        "-".to_string()
+                    } else {
+                        commits.join(", ")
+                    },
+                    if images.is_empty() {
+                        "-".to_string()
+                    } else {
+                        images.join(", ")
+                    }
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let environments: Vec<Value> = envs
+                .iter()
+                .map(|e| {
+                    json!({
+                        "name": e.name,
+                        "balancer": e.balancer,
+                        "instances": e.instances,
+                        "healthy": e.healthy,
+                        "commits": e.commits,
+                        "images": e.images,
+                        "live": e.live,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "record": record,
+                    "live": live_slot,
+                    "target": live.and_then(|l| l.record.as_ref()).map(|r| r.target.host()),
+                    "environments": environments,
                 })
             );
         }

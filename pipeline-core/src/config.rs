@@ -28,6 +28,65 @@ pub struct Config {
     /// The environments deploys go to, by name.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// The blue/green flip between two production slots.
+    #[serde(default)]
+    pub promote: Option<PromoteConfig>,
+}
+
+/// The `promote` section: the public record and the two slots it flips between.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteConfig {
+    /// The Route53 hosted zone id of the record (`Z...`).
+    pub hosted_zone: String,
+    /// The public record, e.g. `www.example.com`.
+    pub record: String,
+    /// How the record points at the live slot's balancer.
+    #[serde(default)]
+    pub record_type: RecordType,
+    /// TTL of a CNAME record, in seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: i64,
+    /// The two slots, each an environment with its own balancer.
+    #[serde(default = "default_slots")]
+    pub slots: [String; 2],
+    /// At least this many healthy instances of the expected commit in the
+    /// target slot (the slot's `count` if more).
+    #[serde(default)]
+    pub min_healthy: u32,
+    /// How long Route53 may take to apply the change (INSYNC).
+    #[serde(default = "default_promote_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// How often the change's status is polled.
+    #[serde(default = "default_promote_poll", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+/// How the public record points at a balancer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordType {
+    /// A CNAME to the balancer's DNS name.
+    #[default]
+    Cname,
+    /// An ALIAS A record to the balancer (with its canonical hosted zone id).
+    Alias,
+}
+
+fn default_ttl() -> i64 {
+    60
+}
+
+fn default_slots() -> [String; 2] {
+    ["prod1".to_string(), "prod2".to_string()]
+}
+
+fn default_promote_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_promote_poll() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// The `state` section: the S3 bucket for locks and the audit ledger.
@@ -340,6 +399,9 @@ impl Config {
             check_name("environments", name, 32)?;
             env.validate(name)?;
         }
+        if let Some(promote) = &self.promote {
+            promote.validate(&self.environments)?;
+        }
         Ok(())
     }
 
@@ -418,6 +480,53 @@ impl BuildConfig {
                     "build.share_with: {account:?} is not a 12-digit AWS account id"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl PromoteConfig {
+    fn validate(
+        &self,
+        environments: &BTreeMap<String, EnvironmentConfig>,
+    ) -> std::result::Result<(), String> {
+        let zone = self.hosted_zone.trim_start_matches("/hostedzone/");
+        if zone.is_empty() || zone.len() > 32 || !zone.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "promote.hosted_zone: {:?} is not a Route53 hosted zone id (such as Z0123456789ABCDEFGHIJ)",
+                self.hosted_zone
+            ));
+        }
+        let record = self.record.trim_end_matches('.');
+        let ok = record.contains('.')
+            && record.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !ok {
+            return Err(format!(
+                "promote.record: {:?} is not a DNS name such as www.example.com",
+                self.record
+            ));
+        }
+        if self.slots[0] == self.slots[1] {
+            return Err("promote.slots: name two different environments".into());
+        }
+        for slot in &self.slots {
+            if !environments.contains_key(slot) {
+                return Err(format!(
+                    "promote.slots: {slot:?} is not an environment in this config"
+                ));
+            }
+        }
+        if !(0..=172_800).contains(&self.ttl) {
+            return Err("promote.ttl: must be 0 to 172800 seconds".into());
+        }
+        if self.timeout.is_zero() || self.poll_interval.is_zero() {
+            return Err("promote.timeout and promote.poll_interval: must be more than zero".into());
         }
         Ok(())
     }

@@ -77,6 +77,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// Promote or rollback refused to move traffic: the target slot is not
+    /// ready, or the record changed under it. Nothing was changed.
+    #[error("not promoted: {reason}")]
+    GuardFailed {
+        /// Why.
+        reason: String,
+    },
+
     /// The user's test command ran and failed.
     #[error("test command failed: {0}")]
     TestFailed(String),
@@ -105,6 +113,7 @@ impl Error {
             | Error::BakeFailed { .. }
             | Error::NotBuilt { .. }
             | Error::DeployFailed { .. }
+            | Error::GuardFailed { .. }
             | Error::TestFailed(_)
             | Error::Interrupted => ErrorKind::Failed,
         }

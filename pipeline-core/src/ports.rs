@@ -117,6 +117,79 @@ pub struct AppInstance {
     pub commit: String,
     /// Its `pipeline:run` tag.
     pub run: String,
+    /// The AMI it runs.
+    pub image_id: String,
+}
+
+/// Where a balancer answers: what a DNS record points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The balancer's DNS name.
+    pub dns_name: String,
+    /// Its canonical hosted zone id (for ALIAS records).
+    pub hosted_zone_id: String,
+}
+
+/// What a DNS record points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A CNAME to a DNS name.
+    Cname(String),
+    /// An ALIAS A record to a balancer.
+    Alias(Endpoint),
+}
+
+impl Target {
+    /// The DNS name pointed at, normalised (lowercase, no trailing dot, no
+    /// `dualstack.` prefix) so it compares with a balancer's name.
+    pub fn host(&self) -> String {
+        let name = match self {
+            Target::Cname(name) => name,
+            Target::Alias(endpoint) => &endpoint.dns_name,
+        };
+        normalise_host(name)
+    }
+}
+
+/// A host name, lowercased, without trailing dot or `dualstack.` prefix.
+pub fn normalise_host(name: &str) -> String {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.strip_prefix("dualstack.")
+        .map(str::to_string)
+        .unwrap_or(name)
+}
+
+/// One DNS record set: a name, what it points at, and its TTL (CNAME only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's name, e.g. `www.example.com`.
+    pub name: String,
+    /// What it points at.
+    pub target: Target,
+    /// TTL in seconds (not used by ALIAS records).
+    pub ttl: Option<i64>,
+}
+
+/// A DNS zone (Route53).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Dns: Send + Sync {
+    /// The CNAME or ALIAS A record at `name` in `zone`, if any, in one call.
+    async fn record(&self, zone: &str, name: &str) -> Result<Option<Record>>;
+
+    /// Replaces `old` (the exact record last read; `None` if there was none)
+    /// with `new` in ONE change batch: DELETE old + CREATE new. If someone
+    /// changed the record since it was read, the DELETE does not match and
+    /// the whole batch fails, so nothing is overwritten. Returns the change id.
+    async fn replace<'a>(
+        &self,
+        zone: &str,
+        old: Option<&'a Record>,
+        new: &Record,
+    ) -> Result<String>;
+
+    /// Whether a change has been applied everywhere (INSYNC).
+    async fn in_sync(&self, change_id: &str) -> Result<bool>;
 }
 
 /// What a balancer says of one registered instance.
@@ -150,6 +223,9 @@ pub trait Balancer: Send + Sync {
     /// How long the balancer keeps sending in-flight requests to a
     /// deregistered instance (connection draining / deregistration delay).
     async fn draining_delay(&self) -> Result<std::time::Duration>;
+
+    /// The balancer's DNS name and canonical hosted zone, in one or two calls.
+    async fn endpoint(&self) -> Result<Endpoint>;
 
     /// Whether [`Balancer::registered`] lists draining instances (target
     /// groups do), so a deploy can stop waiting once they are gone; if not

@@ -9,8 +9,10 @@
 //! - `cli`: help, bad input, the test command.
 //! - `build`: baking, reuse, timeout, interrupt, copies.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
+//! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 
 mod build;
 mod cli;
 mod deploy;
+mod promote;
 mod support;

@@ -373,6 +373,7 @@ impl Instances for Ec2 {
                     state: state_name(instance),
                     commit: tag_value(tag::COMMIT),
                     run: tag_value(tag::RUN),
+                    image_id: instance.image_id().unwrap_or_default().to_string(),
                 }
             })
             .collect())

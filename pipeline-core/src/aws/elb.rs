@@ -7,8 +7,8 @@ use aws_sdk_elasticloadbalancing::Client;
 use aws_sdk_elasticloadbalancing::types::Instance;
 
 use super::sdk_error;
-use crate::error::Result;
-use crate::ports::{Balancer, TargetHealth};
+use crate::error::{Error, Result};
+use crate::ports::{Balancer, Endpoint, TargetHealth};
 
 /// A Classic ELB, by name: [`Balancer`] for an environment.
 #[derive(Debug, Clone)]
@@ -100,6 +100,30 @@ impl Balancer for ClassicElb {
         Ok(match draining {
             Some(d) if d.enabled() => Duration::from_secs(d.timeout().unwrap_or(300).max(0) as u64),
             _ => Duration::ZERO,
+        })
+    }
+
+    async fn endpoint(&self) -> Result<Endpoint> {
+        let out = self
+            .client
+            .describe_load_balancers()
+            .load_balancer_names(&self.name)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeLoadBalancers"))?;
+        let lb = out
+            .load_balancer_descriptions()
+            .first()
+            .ok_or_else(|| Error::NotFound {
+                what: "Classic ELB".into(),
+                detail: format!("no load balancer {}", self.name),
+            })?;
+        Ok(Endpoint {
+            dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            hosted_zone_id: lb
+                .canonical_hosted_zone_name_id()
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 

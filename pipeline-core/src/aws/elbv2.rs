@@ -7,8 +7,8 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
 use super::sdk_error;
-use crate::error::Result;
-use crate::ports::{Balancer, TargetHealth};
+use crate::error::{Error, Result};
+use crate::ports::{Balancer, Endpoint, TargetHealth};
 
 /// An ALB or NLB target group, by ARN: [`Balancer`] for an environment.
 #[derive(Debug, Clone)]
@@ -113,6 +113,45 @@ impl Balancer for TargetGroup {
             .and_then(|a| a.value()?.parse::<u64>().ok())
             .unwrap_or(300);
         Ok(Duration::from_secs(seconds))
+    }
+
+    async fn endpoint(&self) -> Result<Endpoint> {
+        let groups = self
+            .client
+            .describe_target_groups()
+            .target_group_arns(&self.arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeTargetGroups"))?;
+        let lb_arn = groups
+            .target_groups()
+            .first()
+            .and_then(|g| g.load_balancer_arns().first())
+            .ok_or_else(|| Error::NotFound {
+                what: "load balancer".into(),
+                detail: format!("{} is not attached to a load balancer", self.name()),
+            })?;
+        let out = self
+            .client
+            .describe_load_balancers()
+            .load_balancer_arns(lb_arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeLoadBalancers"))?;
+        let lb = out
+            .load_balancers()
+            .first()
+            .ok_or_else(|| Error::NotFound {
+                what: "load balancer".into(),
+                detail: format!("no load balancer {lb_arn}"),
+            })?;
+        Ok(Endpoint {
+            dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            hosted_zone_id: lb
+                .canonical_hosted_zone_id()
+                .unwrap_or_default()
+                .to_string(),
+        })
     }
 
     fn reports_draining(&self) -> bool {

@@ -8,11 +8,13 @@
 //! - [`ec2`]: images and instances ([`crate::ports::Images`], [`crate::ports::Instances`]).
 //! - [`elb`]: Classic ELB ([`crate::ports::Balancer`]).
 //! - [`elbv2`]: ALB/NLB target groups ([`crate::ports::Balancer`]).
+//! - [`route53`]: the public record ([`crate::ports::Dns`]).
 
 pub mod autoscaling;
 pub mod ec2;
 pub mod elb;
 pub mod elbv2;
+pub mod route53;
 
 use crate::config::LoadBalancer;
 use crate::ports::Balancer;

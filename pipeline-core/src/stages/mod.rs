@@ -1,4 +1,5 @@
-//! The stages, each a step a CI job runs: `test`, `build`, `deploy`.
+//! The stages, each a step a CI job runs: `test`, `build`, `deploy`,
+//! `promote` (and rollback), and `status`, which only reads.
 //!
 //! Stages talk to AWS only through [`crate::ports`]; each takes a validated
 //! plan, the ports, and an [`crate::wait::Interrupt`], and cleans up what it
@@ -6,4 +7,6 @@
 
 pub mod build;
 pub mod deploy;
+pub mod promote;
+pub mod status;
 pub mod test;

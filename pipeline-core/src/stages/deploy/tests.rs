@@ -53,6 +53,7 @@ fn app(id: &str) -> AppInstance {
         state: "running".into(),
         commit: "f".repeat(40),
         run: "old-run".into(),
+        image_id: "ami-old".into(),
     }
 }
 

@@ -1,0 +1,222 @@
+//! `pipeline promote`, `rollback` and `status` against moto, checked through
+//! the Route53 and ELBv2 APIs.
+
+use std::time::Duration;
+
+use pipeline_fixtures::{
+    Balancers, BuilderBehaviour, Guest, guest, seed_balancers, seed_hosted_zone,
+};
+
+use crate::support::{Env, SHA, SHA2};
+
+const RECORD: &str = "www.example.com";
+
+/// Two slots behind their own ALBs, both commits baked, a hosted zone.
+struct Slots {
+    env: Env,
+    prod1: Balancers,
+    prod2: Balancers,
+    zone: String,
+    _guest: Guest,
+}
+
+async fn slots(record_type: &str) -> Slots {
+    let env = Env::new().await;
+    let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", 1).await;
+    let prod2 = seed_balancers(&env.sdk, &env.world, "prod2", 1).await;
+    let zone = seed_hosted_zone(&env.sdk, "example.com").await;
+    let guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    let w = &env.world;
+    let slot = |name: &str, b: &Balancers| {
+        format!(
+            "  {name}:
+    count: 2
+    subnets: [{}, {}]
+    load_balancer: {{ target_group: \"{}\" }}
+    health_timeout: 20s
+    healthy_for: 200ms
+    drain_timeout: 2s
+    poll_interval: 100ms
+",
+            w.subnets[0].id, w.subnets[1].id, b.target_group_arn
+        )
+    };
+    let config = format!(
+        "{}environments:\n{}{}promote:\n  hosted_zone: {zone}\n  record: {RECORD}\n  record_type: {record_type}\n  timeout: 20s\n  poll_interval: 100ms\n",
+        env.config(""),
+        slot("prod1", &prod1),
+        slot("prod2", &prod2),
+    );
+    env.write_config(&config);
+    for sha in [SHA, SHA2] {
+        let run = env.pipeline(&["build", "--commit", sha]).await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    Slots {
+        env,
+        prod1,
+        prod2,
+        zone,
+        _guest: guest,
+    }
+}
+
+/// What the record points at, through ListResourceRecordSets: (type, host).
+async fn record(s: &Slots) -> Option<(String, String)> {
+    let out = aws_sdk_route53::Client::new(&s.env.sdk)
+        .list_resource_record_sets()
+        .hosted_zone_id(&s.zone)
+        .send()
+        .await
+        .unwrap();
+    out.resource_record_sets()
+        .iter()
+        .find(|r| r.name().trim_end_matches('.') == RECORD)
+        .map(|r| {
+            let host = match r.alias_target() {
+                Some(alias) => alias.dns_name().to_string(),
+                None => r.resource_records()[0].value().to_string(),
+            };
+            (
+                r.r#type().as_str().to_string(),
+                host.trim_end_matches('.').to_lowercase(),
+            )
+        })
+}
+
+async fn cycle(record_type: &str, rr_type: &str) {
+    let s = slots(record_type).await;
+    let env = &s.env;
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+    let p2 = s.prod2.alb_dns_name.to_lowercase();
+    let at = |host: &str| Some((rr_type.to_string(), host.to_string()));
+
+    // A goes to prod1 and takes traffic first.
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    let first = env
+        .pipeline(&["promote", "--commit", SHA, "--output", "json"])
+        .await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    assert_eq!(first.json()["to"], "prod1");
+    assert_eq!(record(&s).await, at(&p1));
+
+    // B goes to the idle slot, prod2; promote flips to it.
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA2])
+            .await
+            .code,
+        0
+    );
+    let promoted = env
+        .pipeline(&["promote", "--commit", SHA2, "--output", "json"])
+        .await;
+    assert_eq!(promoted.code, 0, "{promoted:#?}");
+    let out = promoted.json();
+    assert_eq!(
+        (out["from"].as_str(), out["to"].as_str()),
+        (Some("prod1"), Some("prod2"))
+    );
+    assert_eq!(out["commit"], SHA2);
+    assert_eq!(record(&s).await, at(&p2));
+
+    // Rollback: back to prod1, which still runs A.
+    let back = env.pipeline(&["rollback", "--output", "json"]).await;
+    assert_eq!(back.code, 0, "{back:#?}");
+    assert_eq!(back.json()["to"], "prod1");
+    assert_eq!(back.json()["commit"], SHA);
+    assert_eq!(record(&s).await, at(&p1));
+
+    // Forward again.
+    let again = env.pipeline(&["promote", "--commit", SHA2]).await;
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(record(&s).await, at(&p2));
+
+    // Promoting the live slot is a no-op that says so.
+    let noop = env
+        .pipeline(&["promote", "--to", "prod2", "--commit", SHA2])
+        .await;
+    assert_eq!(noop.code, 0, "{noop:#?}");
+    assert!(noop.stdout.contains("live already"), "{noop:#?}");
+    assert_eq!(record(&s).await, at(&p2));
+
+    // status: the live slot and what each environment runs.
+    let status = env.pipeline(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, 0, "{status:#?}");
+    let st = status.json();
+    assert_eq!(st["live"], "prod2");
+    let envs = st["environments"].as_array().unwrap();
+    let prod2 = envs.iter().find(|e| e["name"] == "prod2").unwrap();
+    assert_eq!(prod2["healthy"], 2);
+    assert_eq!(prod2["live"], true);
+    assert_eq!(prod2["commits"][SHA2], 2);
+    let prod1 = envs.iter().find(|e| e["name"] == "prod1").unwrap();
+    assert_eq!(prod1["commits"][SHA], 2);
+    let text = env.pipeline(&["status"]).await;
+    assert!(
+        text.stdout.starts_with("live: prod2 (www.example.com)"),
+        "{text:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_rollback_promote_with_a_cname() {
+    cycle("cname", "CNAME").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_rollback_promote_with_an_alias() {
+    cycle("alias", "A").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traffic_guard_leaves_the_record_alone() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
+    let before = record(&s).await;
+
+    // prod2 runs nothing yet.
+    let empty = env.pipeline(&["promote", "--commit", SHA]).await;
+    assert_eq!(empty.code, 1, "{empty:#?}");
+    assert!(
+        empty.stderr.contains("prod2 has 0 healthy instances"),
+        "{}",
+        empty.stderr
+    );
+    // prod2 runs A, but B is expected.
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    let wrong = env.pipeline(&["promote", "--commit", SHA2]).await;
+    assert_eq!(wrong.code, 1, "{wrong:#?}");
+    assert!(
+        wrong
+            .stderr
+            .contains(&format!("healthy instances of {SHA2}")),
+        "{}",
+        wrong.stderr
+    );
+    // An unknown slot is bad input.
+    let unknown = env
+        .pipeline(&["promote", "--to", "prod3", "--commit", SHA])
+        .await;
+    assert_eq!(unknown.code, 2, "{unknown:#?}");
+    assert_eq!(record(&s).await, before);
+}

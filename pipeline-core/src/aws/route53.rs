@@ -1,0 +1,157 @@
+//! Route53, through aws-sdk-route53: the public record and its changes.
+
+use async_trait::async_trait;
+use aws_sdk_route53::Client;
+use aws_sdk_route53::types::{
+    AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
+    ResourceRecordSet, RrType,
+};
+
+use super::sdk_error;
+use crate::error::{Error, Result};
+use crate::ports::{Dns, Endpoint, Record, Target, normalise_host};
+
+/// [`Dns`] adapter.
+#[derive(Debug, Clone)]
+pub struct Route53 {
+    client: Client,
+}
+
+impl Route53 {
+    /// The adapter, reached with `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Route53 {
+            client: Client::new(sdk),
+        }
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+fn record_set(record: &Record) -> Result<ResourceRecordSet> {
+    let built = match &record.target {
+        Target::Cname(host) => ResourceRecordSet::builder()
+            .name(fqdn(&record.name))
+            .r#type(RrType::Cname)
+            .ttl(record.ttl.unwrap_or(60))
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(host)
+                    .build()
+                    .map_err(|e| Error::Input(format!("record value: {e}")))?,
+            )
+            .build(),
+        Target::Alias(endpoint) => ResourceRecordSet::builder()
+            .name(fqdn(&record.name))
+            .r#type(RrType::A)
+            .alias_target(
+                AliasTarget::builder()
+                    .dns_name(&endpoint.dns_name)
+                    .hosted_zone_id(&endpoint.hosted_zone_id)
+                    .evaluate_target_health(true)
+                    .build()
+                    .map_err(|e| Error::Input(format!("alias target: {e}")))?,
+            )
+            .build(),
+    };
+    built.map_err(|e| Error::Input(format!("record set: {e}")))
+}
+
+#[async_trait]
+impl Dns for Route53 {
+    async fn record(&self, zone: &str, name: &str) -> Result<Option<Record>> {
+        let wanted = fqdn(name).to_ascii_lowercase();
+        let out = self
+            .client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(fqdn(name))
+            .max_items(10)
+            .send()
+            .await
+            .map_err(sdk_error("ListResourceRecordSets"))?;
+        for set in out.resource_record_sets() {
+            if fqdn(set.name()).to_ascii_lowercase() != wanted {
+                continue;
+            }
+            let target = match (set.r#type(), set.alias_target()) {
+                (RrType::Cname, _) => set
+                    .resource_records()
+                    .first()
+                    .map(|r| Target::Cname(r.value().to_string())),
+                (RrType::A, Some(alias)) => Some(Target::Alias(Endpoint {
+                    dns_name: alias.dns_name().to_string(),
+                    hosted_zone_id: alias.hosted_zone_id().to_string(),
+                })),
+                _ => None,
+            };
+            if let Some(target) = target {
+                return Ok(Some(Record {
+                    name: name.trim_end_matches('.').to_string(),
+                    target,
+                    ttl: set.ttl(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn replace<'a>(
+        &self,
+        zone: &str,
+        old: Option<&'a Record>,
+        new: &Record,
+    ) -> Result<String> {
+        let mut batch = ChangeBatch::builder().comment(format!(
+            "pipeline: {} -> {}",
+            old.map(|r| normalise_host(&r.target.host()))
+                .unwrap_or_else(|| "nothing".into()),
+            new.target.host()
+        ));
+        if let Some(old) = old {
+            batch = batch.changes(
+                Change::builder()
+                    .action(ChangeAction::Delete)
+                    .resource_record_set(record_set(old)?)
+                    .build()
+                    .map_err(|e| Error::Input(format!("change: {e}")))?,
+            );
+        }
+        batch = batch.changes(
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(record_set(new)?)
+                .build()
+                .map_err(|e| Error::Input(format!("change: {e}")))?,
+        );
+        let out = self
+            .client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(
+                batch
+                    .build()
+                    .map_err(|e| Error::Input(format!("change batch: {e}")))?,
+            )
+            .send()
+            .await
+            .map_err(sdk_error("ChangeResourceRecordSets"))?;
+        Ok(out
+            .change_info()
+            .map(|c| c.id().to_string())
+            .unwrap_or_default())
+    }
+
+    async fn in_sync(&self, change_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_change()
+            .id(change_id)
+            .send()
+            .await
+            .map_err(sdk_error("GetChange"))?;
+        Ok(out.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync))
+    }
+}

@@ -1,0 +1,311 @@
+//! Unit tests of promote and rollback, through mocks of the ports.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::ports::{AppInstance, MockBalancer, MockDns, MockInstances, TargetHealth};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const OLD: &str = "ffffffffffffffffffffffffffffffffffffffff";
+
+fn plan() -> PromotePlan {
+    PromotePlan {
+        app: "shop".into(),
+        zone: "Z1".into(),
+        record: "www.example.com".into(),
+        record_type: RecordType::Cname,
+        ttl: 60,
+        slots: ["prod1".into(), "prod2".into()],
+        needed: [2, 2],
+        poll: Poll {
+            interval: Duration::from_secs(1),
+            deadline: Duration::from_secs(30),
+        },
+    }
+}
+
+fn endpoint(slot: &str) -> Endpoint {
+    Endpoint {
+        dns_name: format!("{slot}-lb.elb.amazonaws.com"),
+        hosted_zone_id: "ZLB".into(),
+    }
+}
+
+fn cname(slot: &str) -> Record {
+    Record {
+        name: "www.example.com".into(),
+        target: Target::Cname(format!("{slot}-lb.elb.amazonaws.com")),
+        ttl: Some(60),
+    }
+}
+
+/// A slot's balancer with `healthy` instances `i-<slot>-<n>`.
+fn balancer(slot: &'static str, healthy: usize) -> MockBalancer {
+    let mut m = MockBalancer::new();
+    m.expect_name().returning(move || format!("tg {slot}"));
+    m.expect_endpoint().returning(move || Ok(endpoint(slot)));
+    m.expect_registered().returning(move || {
+        Ok((0..healthy)
+            .map(|n| TargetHealth {
+                id: format!("i-{slot}-{n}"),
+                healthy: true,
+                state: "healthy".into(),
+            })
+            .collect())
+    });
+    m
+}
+
+/// prod1 runs OLD on 2 instances, prod2 runs `prod2_commit` on 2.
+fn instances(prod2_commit: &'static str) -> MockInstances {
+    let mut m = MockInstances::new();
+    m.expect_app_instances().returning(move |_, env| {
+        let commit = if env == "prod2" { prod2_commit } else { OLD };
+        Ok((0..2)
+            .map(|n| AppInstance {
+                id: format!("i-{env}-{n}"),
+                state: "running".into(),
+                commit: commit.into(),
+                run: "r".into(),
+                image_id: "ami-1".into(),
+            })
+            .collect())
+    });
+    m
+}
+
+/// A zone whose record points at `live`; replacements are logged; a change
+/// is in sync on the second poll.
+fn dns(live: Option<&'static str>, log: &Arc<Mutex<Vec<String>>>) -> MockDns {
+    let mut m = MockDns::new();
+    m.expect_record().returning(move |_, _| Ok(live.map(cname)));
+    let l = log.clone();
+    m.expect_replace().returning(move |zone, old, new| {
+        l.lock().unwrap().push(format!(
+            "{zone}: {} -> {}",
+            old.map(|r| r.target.host())
+                .unwrap_or_else(|| "none".into()),
+            new.target.host()
+        ));
+        Ok("C1".into())
+    });
+    let polls = Arc::new(Mutex::new(0));
+    m.expect_in_sync().returning(move |_| {
+        let mut n = polls.lock().unwrap();
+        *n += 1;
+        Ok(*n >= 2)
+    });
+    m
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotes_the_idle_slot_in_one_change() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let (dns, instances) = (dns(Some("prod1"), &log), instances(SHA));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let flip = promote(
+        &plan(),
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(flip.from.as_deref(), Some("prod1"));
+    assert_eq!(flip.to, "prod2");
+    assert!(flip.changed);
+    assert_eq!(flip.commit.as_deref(), Some(SHA));
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["Z1: prod1-lb.elb.amazonaws.com -> prod2-lb.elb.amazonaws.com"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuses_a_slot_running_another_commit() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let (dns, instances) = (dns(Some("prod1"), &log), instances(OLD));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let err = promote(
+        &plan(),
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("prod2 has 0 healthy instances of"),
+        "{err}"
+    );
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuses_a_slot_with_too_few_healthy() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 1));
+    let (dns, instances) = (dns(Some("prod1"), &log), instances(SHA));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let err = promote(
+        &plan(),
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("has 1 healthy"), "{err}");
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn promoting_the_live_slot_changes_nothing() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let (dns, instances) = (dns(Some("prod2"), &log), instances(SHA));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let flip = promote(
+        &plan(),
+        &ports,
+        Some("prod2"),
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert!(!flip.changed);
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_changed_by_someone_else_is_not_overwritten() {
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let instances = instances(SHA);
+    let mut dns = MockDns::new();
+    dns.expect_record()
+        .returning(|_, _| Ok(Some(cname("prod1"))));
+    dns.expect_replace().times(1).returning(|_, _, _| {
+        Err(Error::Aws {
+            operation: "ChangeResourceRecordSets",
+            code: "InvalidChangeBatch".into(),
+            message: "Tried to delete resource record set but it was not found".into(),
+        })
+    });
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let err = promote(
+        &plan(),
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("changed since it was read"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was overwritten"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_points_back_at_the_other_slot() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let (dns, instances) = (dns(Some("prod2"), &log), instances(SHA));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let flip = rollback(&plan(), &ports, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(flip.to, "prod1");
+    assert_eq!(flip.commit.as_deref(), Some(OLD));
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["Z1: prod2-lb.elb.amazonaws.com -> prod1-lb.elb.amazonaws.com"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_promote_creates_the_record() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let mut instances = MockInstances::new();
+    instances.expect_app_instances().returning(|_, env| {
+        Ok((0..2)
+            .map(|n| AppInstance {
+                id: format!("i-{env}-{n}"),
+                state: "running".into(),
+                commit: SHA.into(),
+                run: "r".into(),
+                image_id: "ami-1".into(),
+            })
+            .collect())
+    });
+    let dns = dns(None, &log);
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let flip = promote(
+        &plan(),
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(flip.to, "prod1");
+    assert_eq!(flip.from, None);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["Z1: none -> prod1-lb.elb.amazonaws.com"]
+    );
+    // Nothing to roll back to from nowhere.
+    let nowhere = MockDns::new();
+    let mut nowhere = nowhere;
+    nowhere.expect_record().returning(|_, _| Ok(None));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &nowhere,
+        balancers: [&b1, &b2],
+    };
+    let err = rollback(&plan(), &ports, &Interrupt::never())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadInput);
+}

@@ -162,7 +162,8 @@ pub fn flip(format: OutputFormat, flip: &Flip) -> ExitCode {
                 "to": flip.to,
                 "target": flip.target,
                 "changed": flip.changed,
-                "change_id": flip.change_id,
+                "change_ids": flip.change_ids,
+                "steps": flip.steps,
                 "commit": flip.commit,
                 "healthy": flip.healthy,
             })
@@ -242,7 +243,8 @@ pub fn status(
                     "ok": true,
                     "record": record,
                     "live": live_slot,
-                    "target": live.and_then(|l| l.record.as_ref()).map(|r| r.target.host()),
+                    "target": live.and_then(|l| l.records.first()).map(|r| r.target.host()),
+                    "weights": live.and_then(|l| l.weights),
                     "environments": environments,
                 })
             );

@@ -60,6 +60,19 @@ pub struct PromoteConfig {
     /// How often the change's status is polled.
     #[serde(default = "default_promote_poll", deserialize_with = "duration")]
     pub poll_interval: Duration,
+    /// A gradual shift: the target slot's share of traffic at each step, in
+    /// percent, rising to 100 (e.g. `[10, 50, 100]`), with weighted records.
+    /// Empty: one flip.
+    #[serde(default)]
+    pub steps: Vec<u8>,
+    /// How long each step below 100 % holds before the next (the target's
+    /// health is re-checked before every step).
+    #[serde(default = "default_bake", deserialize_with = "duration")]
+    pub bake: Duration,
+}
+
+fn default_bake() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 /// How the public record points at a balancer.
@@ -519,6 +532,15 @@ impl PromoteConfig {
             if !environments.contains_key(slot) {
                 return Err(format!(
                     "promote.slots: {slot:?} is not an environment in this config"
+                ));
+            }
+        }
+        if !self.steps.is_empty() {
+            let rising = self.steps.windows(2).all(|w| w[0] < w[1]);
+            if !rising || self.steps[0] == 0 || self.steps.last() != Some(&100) {
+                return Err(format!(
+                    "promote.steps: {:?} must rise from above 0 to 100, e.g. [10, 50, 100]",
+                    self.steps
                 ));
             }
         }

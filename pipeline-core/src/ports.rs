@@ -159,7 +159,8 @@ pub fn normalise_host(name: &str) -> String {
         .unwrap_or(name)
 }
 
-/// One DNS record set: a name, what it points at, and its TTL (CNAME only).
+/// One DNS record set: a name, what it points at, its TTL (CNAME only),
+/// and for a weighted record its set identifier and weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The record's name, e.g. `www.example.com`.
@@ -168,25 +169,24 @@ pub struct Record {
     pub target: Target,
     /// TTL in seconds (not used by ALIAS records).
     pub ttl: Option<i64>,
+    /// `(set identifier, weight)` of a weighted record; `None` for a simple one.
+    pub weighted: Option<(String, i64)>,
 }
 
 /// A DNS zone (Route53).
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait Dns: Send + Sync {
-    /// The CNAME or ALIAS A record at `name` in `zone`, if any, in one call.
-    async fn record(&self, zone: &str, name: &str) -> Result<Option<Record>>;
+    /// The CNAME or ALIAS A record sets at `name` in `zone` (one simple
+    /// record, or weighted ones), in one call.
+    async fn records(&self, zone: &str, name: &str) -> Result<Vec<Record>>;
 
-    /// Replaces `old` (the exact record last read; `None` if there was none)
-    /// with `new` in ONE change batch: DELETE old + CREATE new. If someone
-    /// changed the record since it was read, the DELETE does not match and
-    /// the whole batch fails, so nothing is overwritten. Returns the change id.
-    async fn replace<'a>(
-        &self,
-        zone: &str,
-        old: Option<&'a Record>,
-        new: &Record,
-    ) -> Result<String>;
+    /// Replaces `old` (the exact record sets last read; empty if there were
+    /// none) with `new` in ONE change batch: DELETE old + CREATE new. If
+    /// someone changed the records since they were read, a DELETE does not
+    /// match and the whole batch fails, so nothing is overwritten. Returns
+    /// the change id.
+    async fn replace(&self, zone: &str, old: &[Record], new: &[Record]) -> Result<String>;
 
     /// Whether a change has been applied everywhere (INSYNC).
     async fn in_sync(&self, change_id: &str) -> Result<bool>;

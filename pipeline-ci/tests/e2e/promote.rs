@@ -14,6 +14,7 @@ const RECORD: &str = "www.example.com";
 /// Two slots behind their own ALBs, both commits baked, a hosted zone.
 struct Slots {
     env: Env,
+    config: String,
     prod1: Balancers,
     prod2: Balancers,
     zone: String,
@@ -57,6 +58,7 @@ async fn slots(record_type: &str) -> Slots {
     }
     Slots {
         env,
+        config,
         prod1,
         prod2,
         zone,
@@ -219,4 +221,60 @@ async fn the_traffic_guard_leaves_the_record_alone() {
         .await;
     assert_eq!(unknown.code, 2, "{unknown:#?}");
     assert_eq!(record(&s).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gradual_shift_goes_through_weighted_records() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    let base = s.config.clone();
+    env.write_config(&format!("{base}  steps: [30, 100]\n  bake: 2s\n"));
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA2])
+            .await
+            .code,
+        0
+    );
+
+    let child = env.spawn(&["promote", "--commit", SHA2, "--output", "json"]);
+    // Mid-shift: two weighted records, 70 on prod1 and 30 on prod2.
+    let client = aws_sdk_route53::Client::new(&env.sdk);
+    let mut seen = None;
+    for _ in 0..100 {
+        let out = client
+            .list_resource_record_sets()
+            .hosted_zone_id(&s.zone)
+            .send()
+            .await
+            .unwrap();
+        let weighted: Vec<(String, i64)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name().trim_end_matches('.') == RECORD)
+            .filter_map(|r| Some((r.set_identifier()?.to_string(), r.weight()?)))
+            .collect();
+        if !weighted.is_empty() {
+            seen = Some(weighted);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = seen.expect("the weighted step was visible");
+    seen.sort();
+    assert_eq!(seen, [("prod1".to_string(), 70), ("prod2".to_string(), 30)]);
+
+    let run = child.wait().await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json()["steps"], serde_json::json!([30, 100]));
+    assert_eq!(
+        record(&s).await,
+        Some(("CNAME".to_string(), s.prod2.alb_dns_name.to_lowercase()))
+    );
 }

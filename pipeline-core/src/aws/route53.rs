@@ -9,7 +9,7 @@ use aws_sdk_route53::types::{
 
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{Dns, Endpoint, Record, Target, normalise_host};
+use crate::ports::{Dns, Endpoint, Record, Target};
 
 /// [`Dns`] adapter.
 #[derive(Debug, Clone)]
@@ -31,8 +31,14 @@ fn fqdn(name: &str) -> String {
 }
 
 fn record_set(record: &Record) -> Result<ResourceRecordSet> {
+    let builder = match &record.weighted {
+        Some((id, weight)) => ResourceRecordSet::builder()
+            .set_identifier(id)
+            .weight(*weight),
+        None => ResourceRecordSet::builder(),
+    };
     let built = match &record.target {
-        Target::Cname(host) => ResourceRecordSet::builder()
+        Target::Cname(host) => builder
             .name(fqdn(&record.name))
             .r#type(RrType::Cname)
             .ttl(record.ttl.unwrap_or(60))
@@ -43,7 +49,7 @@ fn record_set(record: &Record) -> Result<ResourceRecordSet> {
                     .map_err(|e| Error::Input(format!("record value: {e}")))?,
             )
             .build(),
-        Target::Alias(endpoint) => ResourceRecordSet::builder()
+        Target::Alias(endpoint) => builder
             .name(fqdn(&record.name))
             .r#type(RrType::A)
             .alias_target(
@@ -61,17 +67,18 @@ fn record_set(record: &Record) -> Result<ResourceRecordSet> {
 
 #[async_trait]
 impl Dns for Route53 {
-    async fn record(&self, zone: &str, name: &str) -> Result<Option<Record>> {
+    async fn records(&self, zone: &str, name: &str) -> Result<Vec<Record>> {
         let wanted = fqdn(name).to_ascii_lowercase();
         let out = self
             .client
             .list_resource_record_sets()
             .hosted_zone_id(zone)
             .start_record_name(fqdn(name))
-            .max_items(10)
+            .max_items(20)
             .send()
             .await
             .map_err(sdk_error("ListResourceRecordSets"))?;
+        let mut found = Vec::new();
         for set in out.resource_record_sets() {
             if fqdn(set.name()).to_ascii_lowercase() != wanted {
                 continue;
@@ -88,44 +95,52 @@ impl Dns for Route53 {
                 _ => None,
             };
             if let Some(target) = target {
-                return Ok(Some(Record {
+                found.push(Record {
                     name: name.trim_end_matches('.').to_string(),
                     target,
                     ttl: set.ttl(),
-                }));
+                    weighted: set
+                        .set_identifier()
+                        .map(|id| (id.to_string(), set.weight().unwrap_or(0))),
+                });
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
-    async fn replace<'a>(
-        &self,
-        zone: &str,
-        old: Option<&'a Record>,
-        new: &Record,
-    ) -> Result<String> {
+    async fn replace(&self, zone: &str, old: &[Record], new: &[Record]) -> Result<String> {
+        let describe = |records: &[Record]| {
+            let parts: Vec<String> = records
+                .iter()
+                .map(|r| match &r.weighted {
+                    Some((_, weight)) => format!("{} ({weight})", r.target.host()),
+                    None => r.target.host(),
+                })
+                .collect();
+            if parts.is_empty() {
+                "nothing".to_string()
+            } else {
+                parts.join(", ")
+            }
+        };
         let mut batch = ChangeBatch::builder().comment(format!(
             "pipeline: {} -> {}",
-            old.map(|r| normalise_host(&r.target.host()))
-                .unwrap_or_else(|| "nothing".into()),
-            new.target.host()
+            describe(old),
+            describe(new)
         ));
-        if let Some(old) = old {
+        let changes = old
+            .iter()
+            .map(|r| (ChangeAction::Delete, r))
+            .chain(new.iter().map(|r| (ChangeAction::Create, r)));
+        for (action, record) in changes {
             batch = batch.changes(
                 Change::builder()
-                    .action(ChangeAction::Delete)
-                    .resource_record_set(record_set(old)?)
+                    .action(action)
+                    .resource_record_set(record_set(record)?)
                     .build()
                     .map_err(|e| Error::Input(format!("change: {e}")))?,
             );
         }
-        batch = batch.changes(
-            Change::builder()
-                .action(ChangeAction::Create)
-                .resource_record_set(record_set(new)?)
-                .build()
-                .map_err(|e| Error::Input(format!("change: {e}")))?,
-        );
         let out = self
             .client
             .change_resource_record_sets()

@@ -8,6 +8,13 @@
 //! guard on health. The flip is one Route53 change batch that deletes the
 //! exact record read and creates the new one, so a concurrent change makes it
 //! fail instead of being overwritten; then the change is polled until INSYNC.
+//!
+//! With `promote.steps` (e.g. `[10, 50, 100]`) the flip is gradual: weighted
+//! records (one per slot, the slot's name as set identifier) give the target
+//! that share of traffic, each step held for `promote.bake`; the target's
+//! health is checked again before every step, and a failed check (or an
+//! interrupt) puts all traffic back on the previous slot. At 100 % the
+//! weighted records are replaced by one simple record again.
 
 use std::collections::BTreeSet;
 
@@ -36,6 +43,10 @@ pub struct PromotePlan {
     pub needed: [u32; 2],
     /// Polling GetChange until INSYNC.
     pub poll: Poll,
+    /// The target's share at each step of a gradual shift (empty: one flip).
+    pub steps: Vec<u8>,
+    /// How long each step below 100 % holds.
+    pub bake: std::time::Duration,
 }
 
 impl PromotePlan {
@@ -59,6 +70,8 @@ impl PromotePlan {
                 interval: p.poll_interval,
                 deadline: p.timeout,
             },
+            steps: p.steps.clone(),
+            bake: p.bake,
         })
     }
 
@@ -85,31 +98,53 @@ pub struct PromotePorts<'a> {
 /// What the record points at now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
-    /// The record as read (`None` if it does not exist yet).
-    pub record: Option<Record>,
-    /// Which slot it points at (`None`: no record, or pointing elsewhere).
+    /// The record sets as read (empty if there are none yet).
+    pub records: Vec<Record>,
+    /// Which slot takes (most of) the traffic (`None`: no record, or it
+    /// points elsewhere).
     pub slot: Option<String>,
+    /// Each slot's share in percent, when the records are weighted.
+    pub weights: Option<[i64; 2]>,
     /// Each slot's balancer endpoint, in slot order.
     pub endpoints: [Endpoint; 2],
 }
 
-/// Reads the record and the slots' endpoints, and tells which slot is live.
+/// Reads the record sets and the slots' endpoints, and tells which slot is live.
 pub async fn live(plan: &PromotePlan, ports: &PromotePorts<'_>) -> Result<Live> {
-    let record = ports.dns.record(&plan.zone, &plan.record).await?;
+    let records = ports.dns.records(&plan.zone, &plan.record).await?;
     let endpoints = [
         ports.balancers[0].endpoint().await?,
         ports.balancers[1].endpoint().await?,
     ];
-    let slot = record.as_ref().and_then(|r| {
-        let host = r.target.host();
+    let slot_of = |record: &Record| {
+        let host = record.target.host();
         endpoints
             .iter()
             .position(|e| crate::ports::normalise_host(&e.dns_name) == host)
-            .map(|i| plan.slots[i].clone())
-    });
+    };
+    let weighted = records.iter().any(|r| r.weighted.is_some());
+    let (slot, weights) = if weighted {
+        let mut weights = [0i64; 2];
+        for record in &records {
+            if let (Some(i), Some((_, w))) = (slot_of(record), &record.weighted) {
+                weights[i] += w;
+            }
+        }
+        let total = (weights[0] + weights[1]).max(1);
+        let shares = [weights[0] * 100 / total, weights[1] * 100 / total];
+        let slot = match weights {
+            [0, 0] => None,
+            [a, b] if a >= b => Some(0),
+            _ => Some(1),
+        };
+        (slot, Some(shares))
+    } else {
+        (records.first().and_then(slot_of), None)
+    };
     Ok(Live {
-        record,
-        slot,
+        records,
+        slot: slot.map(|i| plan.slots[i].clone()),
+        weights,
         endpoints,
     })
 }
@@ -127,8 +162,10 @@ pub struct Flip {
     pub target: String,
     /// Whether the record was changed (false: the slot was live already).
     pub changed: bool,
-    /// The Route53 change id, if changed.
-    pub change_id: Option<String>,
+    /// The Route53 change ids, one per step.
+    pub change_ids: Vec<String>,
+    /// The target's share after each step, in percent.
+    pub steps: Vec<u8>,
     /// The commit the new live slot runs (its healthy instances' commit).
     pub commit: Option<String>,
     /// Healthy instances behind the new live slot.
@@ -136,7 +173,8 @@ pub struct Flip {
 }
 
 /// Points the record at `to` (default: the slot that is not live), after
-/// checking that `to` runs `commit` on enough healthy instances.
+/// checking that `to` runs `commit` on enough healthy instances; gradually
+/// if `promote.steps` says so.
 pub async fn promote(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
@@ -147,30 +185,88 @@ pub async fn promote(
     let live = live(plan, ports).await?;
     let target = match (to, &live.slot) {
         (Some(slot), _) => plan.index(slot)?,
-        (None, Some(current)) => 1 - plan.index(current)?,
+        (None, Some(current)) if live.weights.is_none() => 1 - plan.index(current)?,
+        // A gradual shift left half-way: carry on towards the smaller share.
+        (None, Some(_)) => {
+            let w = live.weights.unwrap_or([100, 0]);
+            if w[0] <= w[1] { 0 } else { 1 }
+        }
         (None, None) => 0,
     };
     let slot = plan.slots[target].clone();
-    if live.slot.as_deref() == Some(slot.as_str()) {
+    check_record_type(plan, &live)?;
+    if live.slot.as_deref() == Some(slot.as_str()) && live.weights.is_none() {
         tracing::info!("{slot} is live already: nothing to do");
         let (healthy, commit) = guard(plan, ports, target, None).await.unwrap_or((0, None));
         return Ok(Flip {
             record: plan.record.clone(),
             from: live.slot.clone(),
             to: slot,
-            target: live.record.map(|r| r.target.host()).unwrap_or_default(),
+            target: live
+                .records
+                .first()
+                .map(|r| r.target.host())
+                .unwrap_or_default(),
             changed: false,
-            change_id: None,
+            change_ids: vec![],
+            steps: vec![],
             commit,
             healthy,
         });
     }
-    let (healthy, running) = guard(plan, ports, target, Some(commit)).await?;
-    flip(plan, ports, live, target, healthy, running, interrupt).await
+    let (mut healthy, running) = guard(plan, ports, target, Some(commit)).await?;
+    // A first promote has no slot to shift from: one step.
+    let steps = if plan.steps.is_empty() || live.slot.is_none() {
+        vec![100]
+    } else {
+        plan.steps.clone()
+    };
+    let mut current = live.records.clone();
+    let mut change_ids = Vec::new();
+    for (i, share) in steps.iter().enumerate() {
+        if i > 0 {
+            tracing::info!(
+                "holding {}% on {slot} for {}s",
+                steps[i - 1],
+                plan.bake.as_secs()
+            );
+            let checked = async {
+                hold(plan.bake, interrupt).await?;
+                guard(plan, ports, target, Some(commit)).await
+            };
+            match checked.await {
+                Ok((now_healthy, _)) => healthy = now_healthy,
+                Err(err) => {
+                    tracing::error!(
+                        "{err}; putting all traffic back on {}",
+                        plan.slots[1 - target]
+                    );
+                    let back = vec![simple(plan, &live.endpoints[1 - target])];
+                    change(plan, ports, &current, &back, &Interrupt::never()).await?;
+                    return Err(err);
+                }
+            }
+        }
+        let new = records_for(plan, &live.endpoints, target, *share);
+        change_ids.push(change(plan, ports, &current, &new, interrupt).await?);
+        tracing::info!("{}% of {} on {slot}", share, plan.record);
+        current = new;
+    }
+    Ok(Flip {
+        record: plan.record.clone(),
+        from: live.slot,
+        to: slot,
+        target: current.first().map(|r| r.target.host()).unwrap_or_default(),
+        changed: true,
+        change_ids,
+        steps,
+        commit: running,
+        healthy,
+    })
 }
 
-/// Points the record back at the slot that is not live, after checking it
-/// is still healthy.
+/// Points the record back at the slot that is not live (all of the
+/// traffic, at once), after checking it is still healthy.
 pub async fn rollback(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
@@ -183,9 +279,38 @@ pub async fn rollback(
             plan.record, plan.slots[0], plan.slots[1]
         ))
     })?;
+    check_record_type(plan, &live)?;
     let target = 1 - plan.index(&current)?;
     let (healthy, running) = guard(plan, ports, target, None).await?;
-    flip(plan, ports, live, target, healthy, running, interrupt).await
+    let new = vec![simple(plan, &live.endpoints[target])];
+    let id = change(plan, ports, &live.records, &new, interrupt).await?;
+    Ok(Flip {
+        record: plan.record.clone(),
+        from: Some(current),
+        to: plan.slots[target].clone(),
+        target: new[0].target.host(),
+        changed: true,
+        change_ids: vec![id],
+        steps: vec![100],
+        commit: running,
+        healthy,
+    })
+}
+
+/// Sleeps `bake`, or returns [`Error::Interrupted`] if the interrupt fires.
+async fn hold(bake: std::time::Duration, interrupt: &Interrupt) -> Result<()> {
+    let poll = Poll {
+        interval: bake.max(std::time::Duration::from_millis(1)),
+        deadline: bake,
+    };
+    match wait::until("the bake time", poll, interrupt, || async {
+        Ok(Progress::<()>::Pending("baking".into()))
+    })
+    .await
+    {
+        Err(Error::Timeout { .. }) => Ok(()),
+        other => other,
+    }
 }
 
 /// The traffic guard: the slot's healthy instances (of `commit`, if given)
@@ -236,44 +361,75 @@ async fn guard(
     Ok((matching, running))
 }
 
-async fn flip(
-    plan: &PromotePlan,
-    ports: &PromotePorts<'_>,
-    live: Live,
-    target: usize,
-    healthy: usize,
-    commit: Option<String>,
-    interrupt: &Interrupt,
-) -> Result<Flip> {
-    let endpoint = live.endpoints[target].clone();
-    let new = Record {
+fn target_for(plan: &PromotePlan, endpoint: &Endpoint) -> Target {
+    match plan.record_type {
+        RecordType::Cname => Target::Cname(endpoint.dns_name.clone()),
+        RecordType::Alias => Target::Alias(endpoint.clone()),
+    }
+}
+
+/// One simple record pointing at `endpoint`.
+fn simple(plan: &PromotePlan, endpoint: &Endpoint) -> Record {
+    Record {
         name: plan.record.clone(),
-        target: match plan.record_type {
-            RecordType::Cname => Target::Cname(endpoint.dns_name.clone()),
-            RecordType::Alias => Target::Alias(endpoint),
-        },
+        target: target_for(plan, endpoint),
         ttl: (plan.record_type == RecordType::Cname).then_some(plan.ttl),
+        weighted: None,
+    }
+}
+
+/// The record sets that give `target` `share` percent of the traffic.
+fn records_for(
+    plan: &PromotePlan,
+    endpoints: &[Endpoint; 2],
+    target: usize,
+    share: u8,
+) -> Vec<Record> {
+    if share >= 100 {
+        return vec![simple(plan, &endpoints[target])];
+    }
+    let other = 1 - target;
+    [(other, 100 - i64::from(share)), (target, i64::from(share))]
+        .into_iter()
+        .map(|(slot, weight)| Record {
+            weighted: Some((plan.slots[slot].clone(), weight)),
+            ..simple(plan, &endpoints[slot])
+        })
+        .collect()
+}
+
+fn check_record_type(plan: &PromotePlan, live: &Live) -> Result<()> {
+    let Some(old) = live.records.first() else {
+        return Ok(());
     };
-    if let Some(old) = &live.record
-        && std::mem::discriminant(&old.target) != std::mem::discriminant(&new.target)
-    {
+    let is_alias = matches!(old.target, Target::Alias(_));
+    if is_alias != (plan.record_type == RecordType::Alias) {
         return Err(Error::Input(format!(
-            "{} is a {} record but promote.record_type is {:?}; make them agree",
+            "{} is a{} record but promote.record_type is {:?}; make them agree",
             plan.record,
-            match old.target {
-                Target::Cname(_) => "CNAME",
-                Target::Alias(_) => "ALIAS",
-            },
+            if is_alias { "n ALIAS" } else { " CNAME" },
             plan.record_type
         )));
     }
-    let slot = plan.slots[target].clone();
+    Ok(())
+}
+
+/// Replaces `old` with `new` in one batch and waits until it is in sync.
+async fn change(
+    plan: &PromotePlan,
+    ports: &PromotePorts<'_>,
+    old: &[Record],
+    new: &[Record],
+    interrupt: &Interrupt,
+) -> Result<String> {
     let change_id = ports
         .dns
-        .replace(&plan.zone, live.record.as_ref(), &new)
+        .replace(&plan.zone, old, new)
         .await
         .map_err(|e| match e {
-            Error::Aws { code, message, .. } if code.starts_with("InvalidChangeBatch") || code == "InvalidInput" => {
+            Error::Aws { code, message, .. }
+                if code.starts_with("InvalidChangeBatch") || code == "InvalidInput" =>
+            {
                 Error::GuardFailed {
                     reason: format!(
                         "{} changed since it was read ({code}: {message}); nothing was overwritten, run again",
@@ -283,11 +439,6 @@ async fn flip(
             }
             other => other,
         })?;
-    tracing::info!(
-        "{} -> {} ({slot}); change {change_id}",
-        plan.record,
-        new.target.host()
-    );
     let what = format!("Route53 change {change_id} to be in sync");
     wait::until(&what, plan.poll, interrupt, || async {
         Ok(if ports.dns.in_sync(&change_id).await? {
@@ -297,16 +448,7 @@ async fn flip(
         })
     })
     .await?;
-    Ok(Flip {
-        record: plan.record.clone(),
-        from: live.slot,
-        to: slot,
-        target: new.target.host(),
-        changed: true,
-        change_id: Some(change_id),
-        commit,
-        healthy,
-    })
+    Ok(change_id)
 }
 
 #[cfg(test)]

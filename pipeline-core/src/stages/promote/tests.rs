@@ -22,6 +22,8 @@ fn plan() -> PromotePlan {
             interval: Duration::from_secs(1),
             deadline: Duration::from_secs(30),
         },
+        steps: vec![],
+        bake: Duration::from_secs(60),
     }
 }
 
@@ -37,6 +39,7 @@ fn cname(slot: &str) -> Record {
         name: "www.example.com".into(),
         target: Target::Cname(format!("{slot}-lb.elb.amazonaws.com")),
         ttl: Some(60),
+        weighted: None,
     }
 }
 
@@ -75,19 +78,31 @@ fn instances(prod2_commit: &'static str) -> MockInstances {
     m
 }
 
+fn describe(records: &[Record]) -> String {
+    if records.is_empty() {
+        return "none".into();
+    }
+    records
+        .iter()
+        .map(|r| match &r.weighted {
+            Some((id, w)) => format!("{id}={w}"),
+            None => r.target.host(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A zone whose record points at `live`; replacements are logged; a change
 /// is in sync on the second poll.
 fn dns(live: Option<&'static str>, log: &Arc<Mutex<Vec<String>>>) -> MockDns {
     let mut m = MockDns::new();
-    m.expect_record().returning(move |_, _| Ok(live.map(cname)));
+    m.expect_records()
+        .returning(move |_, _| Ok(live.map(cname).into_iter().collect()));
     let l = log.clone();
     m.expect_replace().returning(move |zone, old, new| {
-        l.lock().unwrap().push(format!(
-            "{zone}: {} -> {}",
-            old.map(|r| r.target.host())
-                .unwrap_or_else(|| "none".into()),
-            new.target.host()
-        ));
+        l.lock()
+            .unwrap()
+            .push(format!("{zone}: {} -> {}", describe(old), describe(new)));
         Ok("C1".into())
     });
     let polls = Arc::new(Mutex::new(0));
@@ -206,8 +221,8 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
     let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
     let instances = instances(SHA);
     let mut dns = MockDns::new();
-    dns.expect_record()
-        .returning(|_, _| Ok(Some(cname("prod1"))));
+    dns.expect_records()
+        .returning(|_, _| Ok(vec![cname("prod1")]));
     dns.expect_replace().times(1).returning(|_, _, _| {
         Err(Error::Aws {
             operation: "ChangeResourceRecordSets",
@@ -298,7 +313,7 @@ async fn first_promote_creates_the_record() {
     // Nothing to roll back to from nowhere.
     let nowhere = MockDns::new();
     let mut nowhere = nowhere;
-    nowhere.expect_record().returning(|_, _| Ok(None));
+    nowhere.expect_records().returning(|_, _| Ok(vec![]));
     let ports = PromotePorts {
         instances: &instances,
         dns: &nowhere,
@@ -308,4 +323,114 @@ async fn first_promote_creates_the_record() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::BadInput);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let instances = instances(SHA);
+    // A zone that remembers what was written.
+    let records = Arc::new(Mutex::new(vec![cname("prod1")]));
+    let mut dns = MockDns::new();
+    let r = records.clone();
+    dns.expect_records()
+        .returning(move |_, _| Ok(r.lock().unwrap().clone()));
+    let (r, l) = (records.clone(), log.clone());
+    dns.expect_replace().returning(move |_, old, new| {
+        assert_eq!(*r.lock().unwrap(), old, "deletes exactly what is there");
+        l.lock().unwrap().push(describe(new));
+        *r.lock().unwrap() = new.to_vec();
+        Ok("C".into())
+    });
+    dns.expect_in_sync().returning(|_| Ok(true));
+    let mut plan = plan();
+    plan.steps = vec![10, 50, 100];
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let started = tokio::time::Instant::now();
+    let flip = promote(
+        &plan,
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "prod1=90 prod2=10",
+            "prod1=50 prod2=50",
+            "prod2-lb.elb.amazonaws.com"
+        ]
+    );
+    assert_eq!(flip.steps, [10, 50, 100]);
+    assert_eq!(started.elapsed(), Duration::from_secs(120)); // two bakes of 60 s
+    // Half-way state is read back as weights.
+    *records.lock().unwrap() = records_for(&plan, &[endpoint("prod1"), endpoint("prod2")], 1, 10);
+    let l = live(&plan, &ports).await.unwrap();
+    assert_eq!(l.slot.as_deref(), Some("prod1"));
+    assert_eq!(l.weights, Some([90, 10]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_check_mid_shift_puts_all_traffic_back() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let b1 = balancer("prod1", 2);
+    // prod2 is healthy for the first check only.
+    let mut b2 = MockBalancer::new();
+    b2.expect_name().returning(|| "tg prod2".into());
+    b2.expect_endpoint().returning(|| Ok(endpoint("prod2")));
+    let checks = Arc::new(Mutex::new(0));
+    b2.expect_registered().returning(move || {
+        let mut n = checks.lock().unwrap();
+        *n += 1;
+        let healthy = if *n == 1 { 2 } else { 0 };
+        Ok((0..healthy)
+            .map(|i| TargetHealth {
+                id: format!("i-prod2-{i}"),
+                healthy: true,
+                state: "healthy".into(),
+            })
+            .collect())
+    });
+    let instances = instances(SHA);
+    let records = Arc::new(Mutex::new(vec![cname("prod1")]));
+    let mut dns = MockDns::new();
+    let r = records.clone();
+    dns.expect_records()
+        .returning(move |_, _| Ok(r.lock().unwrap().clone()));
+    let (r, l) = (records.clone(), log.clone());
+    dns.expect_replace().returning(move |_, _, new| {
+        l.lock().unwrap().push(describe(new));
+        *r.lock().unwrap() = new.to_vec();
+        Ok("C".into())
+    });
+    dns.expect_in_sync().returning(|_| Ok(true));
+    let mut plan = plan();
+    plan.steps = vec![10, 100];
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let err = promote(
+        &plan,
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["prod1=90 prod2=10", "prod1-lb.elb.amazonaws.com"]
+    );
 }

@@ -233,6 +233,17 @@ pub trait Balancer: Send + Sync {
     fn reports_draining(&self) -> bool;
 }
 
+/// The ids of the instances `balancer` reports healthy, in one call.
+pub async fn healthy_ids(balancer: &dyn Balancer) -> Result<std::collections::BTreeSet<String>> {
+    Ok(balancer
+        .registered()
+        .await?
+        .into_iter()
+        .filter(|h| h.healthy)
+        .map(|h| h.id)
+        .collect())
+}
+
 /// An Auto Scaling group as a deploy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState {

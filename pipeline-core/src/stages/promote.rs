@@ -16,11 +16,9 @@
 //! interrupt) puts all traffic back on the previous slot. At 100 % the
 //! weighted records are replaced by one simple record again.
 
-use std::collections::BTreeSet;
-
 use crate::config::{Config, RecordType};
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target};
+use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, healthy_ids};
 use crate::release::Commit;
 use crate::wait::{self, Interrupt, Poll, Progress};
 
@@ -323,13 +321,7 @@ async fn guard(
 ) -> Result<(usize, Option<String>)> {
     let name = &plan.slots[slot];
     let instances = ports.instances.app_instances(&plan.app, name).await?;
-    let healthy: BTreeSet<String> = ports.balancers[slot]
-        .registered()
-        .await?
-        .into_iter()
-        .filter(|h| h.healthy)
-        .map(|h| h.id)
-        .collect();
+    let healthy = healthy_ids(ports.balancers[slot]).await?;
     let serving: Vec<_> = instances
         .iter()
         .filter(|i| healthy.contains(&i.id))

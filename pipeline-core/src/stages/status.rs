@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
-use crate::ports::{Balancer, Instances};
+use crate::ports::{Balancer, Instances, healthy_ids};
 
 /// One environment's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +39,7 @@ pub async fn status(
     let mut out = Vec::with_capacity(environments.len());
     for (name, balancer) in environments {
         let members = instances.app_instances(app, name).await?;
-        let healthy_ids: BTreeSet<String> = balancer
-            .registered()
-            .await?
-            .into_iter()
-            .filter(|h| h.healthy)
-            .map(|h| h.id)
-            .collect();
+        let healthy = healthy_ids(*balancer).await?;
         let mut commits = BTreeMap::new();
         for i in &members {
             *commits.entry(i.commit.clone()).or_insert(0) += 1;
@@ -54,10 +48,7 @@ pub async fn status(
             name: name.to_string(),
             balancer: balancer.name(),
             instances: members.len(),
-            healthy: members
-                .iter()
-                .filter(|i| healthy_ids.contains(&i.id))
-                .count(),
+            healthy: members.iter().filter(|i| healthy.contains(&i.id)).count(),
             commits,
             images: members.iter().map(|i| i.image_id.clone()).collect(),
             live: live == Some(*name),

@@ -7,8 +7,10 @@ MOTO_VERSION := 5.2.5
 VENV := $(CURDIR)/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-# The fixtures start moto with this interpreter.
+# The fixtures start moto with this interpreter, from this checkout (not
+# from wherever a shared target dir's build was compiled).
 export PIPELINE_PYTHON := $(VENV)/bin/python
+export PIPELINE_WORKSPACE := $(CURDIR)
 
 .PHONY: test demo venv lint unit clean
 

@@ -214,10 +214,16 @@ pub async fn promote(
     }
     let (mut healthy, running) = guard(plan, ports, target, Some(commit)).await?;
     // A first promote has no slot to shift from: one step.
-    let steps = if plan.steps.is_empty() || live.slot.is_none() {
+    let steps: Vec<u8> = if plan.steps.is_empty() || live.slot.is_none() {
         vec![100]
     } else {
-        plan.steps.clone()
+        // A shift left half-way resumes past the share the target has.
+        let has = live.weights.map_or(0, |w| w[target]);
+        plan.steps
+            .iter()
+            .copied()
+            .filter(|&step| i64::from(step) > has)
+            .collect()
     };
     let mut current = live.records.clone();
     let mut change_ids = Vec::new();
@@ -264,7 +270,9 @@ pub async fn promote(
 }
 
 /// Points the record back at the slot that is not live (all of the
-/// traffic, at once), after checking it is still healthy.
+/// traffic, at once), after checking it is still healthy. In the middle of
+/// a gradual shift it puts all traffic back on the slot that had the larger
+/// share (the one being shifted away from).
 pub async fn rollback(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
@@ -278,13 +286,18 @@ pub async fn rollback(
         ))
     })?;
     check_record_type(plan, &live)?;
-    let target = 1 - plan.index(&current)?;
+    // Mid-shift the live slot (the larger share) is the one to go back to;
+    // otherwise the other slot.
+    let target = match live.weights {
+        Some(_) => plan.index(&current)?,
+        None => 1 - plan.index(&current)?,
+    };
     let (healthy, running) = guard(plan, ports, target, None).await?;
     let new = vec![simple(plan, &live.endpoints[target])];
     let id = change(plan, ports, &live.records, &new, interrupt).await?;
     Ok(Flip {
         record: plan.record.clone(),
-        from: Some(current),
+        from: Some(plan.slots[1 - target].clone()),
         to: plan.slots[target].clone(),
         target: new[0].target.host(),
         changed: true,
@@ -424,7 +437,7 @@ async fn change(
             {
                 Error::GuardFailed {
                     reason: format!(
-                        "{} changed since it was read ({code}: {message}); nothing was overwritten, run again",
+                        "Route53 rejected the change to {} ({code}: {message}); if someone changed the record since it was read, run again; nothing was overwritten",
                         plan.record
                     ),
                 }

@@ -246,7 +246,8 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
     .unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
     assert!(
-        err.to_string().contains("changed since it was read"),
+        err.to_string()
+            .contains("changed the record since it was read"),
         "{err}"
     );
     assert!(err.to_string().contains("nothing was overwritten"), "{err}");
@@ -433,4 +434,61 @@ async fn a_failed_check_mid_shift_puts_all_traffic_back() {
         *log.lock().unwrap(),
         ["prod1=90 prod2=10", "prod1-lb.elb.amazonaws.com"]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let instances = instances(SHA);
+    let mut plan = plan();
+    plan.steps = vec![10, 50, 100];
+    let endpoints = [endpoint("prod1"), endpoint("prod2")];
+    let zone = |start: Vec<Record>, log: &Arc<Mutex<Vec<String>>>| {
+        let records = Arc::new(Mutex::new(start));
+        let mut dns = MockDns::new();
+        let r = records.clone();
+        dns.expect_records()
+            .returning(move |_, _| Ok(r.lock().unwrap().clone()));
+        let (r, l) = (records.clone(), log.clone());
+        dns.expect_replace().returning(move |_, _, new| {
+            l.lock().unwrap().push(describe(new));
+            *r.lock().unwrap() = new.to_vec();
+            Ok("C".into())
+        });
+        dns.expect_in_sync().returning(|_| Ok(true));
+        dns
+    };
+    // Killed at 10 % on prod2: promote carries on from 50 %.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let dns = zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    promote(
+        &plan,
+        &ports,
+        None,
+        &SHA.parse().unwrap(),
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["prod1=50 prod2=50", "prod2-lb.elb.amazonaws.com"]
+    );
+    // Killed at 10 % on prod2: rollback puts everything back on prod1.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let dns = zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+    };
+    let flip = rollback(&plan, &ports, &Interrupt::never()).await.unwrap();
+    assert_eq!(flip.to, "prod1");
+    assert_eq!(flip.from.as_deref(), Some("prod2"));
+    assert_eq!(*log.lock().unwrap(), ["prod1-lb.elb.amazonaws.com"]);
 }

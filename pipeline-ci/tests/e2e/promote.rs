@@ -278,3 +278,46 @@ async fn a_gradual_shift_goes_through_weighted_records() {
         Some(("CNAME".to_string(), s.prod2.alb_dns_name.to_lowercase()))
     );
 }
+
+/// What moto does enforce of the one-batch change, through the real Route53
+/// adapter: a DELETE that does not match a value the record ever had fails
+/// the whole batch, and the record keeps its value. (That a DELETE must
+/// match the *current* value is real Route53's check alone; the stage's
+/// handling of it is unit-tested with mocks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_batch_with_a_stale_delete_changes_nothing() {
+    use pipeline_core::aws::route53::Route53;
+    use pipeline_core::ports::{Dns, Record, Target};
+
+    let s = slots("cname").await;
+    let env = &s.env;
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
+    let before = record(&s).await;
+
+    let dns = Route53::new(&env.sdk);
+    let cname = |host: &str| Record {
+        name: RECORD.into(),
+        target: Target::Cname(host.into()),
+        ttl: Some(60),
+        weighted: None,
+    };
+    let err = dns
+        .replace(
+            &s.zone,
+            &[cname("stale.example.net")],
+            &[cname(&s.prod2.alb_dns_name)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.aws_code().is_some(),
+        "an AWS error with its code: {err}"
+    );
+    assert_eq!(record(&s).await, before, "nothing was overwritten");
+}

@@ -512,3 +512,33 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     assert_eq!(tg(&env).await, b);
     assert!(env.live_instances("web", SHA).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
+    let (env, balancers, _guest) = baked(2, "30s").await;
+    let kind = Kind::Classic;
+    let name = kind.env();
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    let a = env.live_instances(name, SHA).await;
+
+    // B never gets healthy, so the deploy sits in its health wait.
+    let _broken = spawn_broken_app(&env.sdk, SHA2);
+    let child = env.spawn(&["deploy", "--env", name, "--commit", SHA2]);
+    eventually("the new fleet to launch", || async {
+        !env.live_instances(name, SHA2).await.is_empty()
+    })
+    .await;
+    child.signal("INT");
+    let run = child.wait().await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+    assert_eq!(env.live_instances(name, SHA).await, a);
+    assert_eq!(healthy(&env, &balancers, kind).await, a);
+    assert!(env.live_instances(name, SHA2).await.is_empty());
+}

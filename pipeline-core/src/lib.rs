@@ -1,7 +1,8 @@
 //! pipeline-core: an immutable-AMI delivery pipeline for AWS, as a library.
 //!
-//! Bake one AMI per commit, then (in later stages) swap fresh instances in
-//! behind the load balancer and flip traffic between production slots. The
+//! Bake one AMI per commit, swap fresh instances of it in behind an
+//! environment's load balancer, and flip traffic between two production
+//! slots on Route53 (and back). The
 //! `pipeline` binary is a thin shell around this crate; a program can embed
 //! the same stages and go through the same checks.
 //!
@@ -23,8 +24,9 @@
 //!
 //! # Layout
 //! - [`config`]: `pipeline.yaml`, parsed and validated before any AWS call.
-//! - [`release`]: commits, run ids and the typed [`release::Release`].
-//! - [`stages`]: `test` and `build`.
+//! - [`release`]: commits, run ids and the typed [`release::Release`]
+//!   (`Tested` -> `Built` -> `Deployed`).
+//! - [`stages`]: `test`, `build`, `deploy`, `promote` (and rollback), `status`.
 //! - [`ports`]: the async traits the stages talk to, and their data.
 //! - [`aws`]: the ports implemented with the AWS SDK, one file per service.
 //! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).

@@ -94,4 +94,7 @@ pub enum Command {
     Rollback,
     /// Show what each environment runs, how healthy it is, and which slot is live.
     Status,
+    /// Print the least-privilege IAM policy the configured stages need
+    /// (offline: reads only the config).
+    IamPolicy,
 }

@@ -166,6 +166,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &envs,
             ))
         }
+        Command::IamPolicy => {
+            let config = Config::load(&cli.config)?;
+            let document = pipeline_core::iam::document(&pipeline_core::iam::policy(&config));
+            Ok(output::policy(cli.output, &document))
+        }
         Command::Build { commit } => {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;

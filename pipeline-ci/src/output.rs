@@ -253,6 +253,18 @@ pub fn status(
     ExitCode::SUCCESS
 }
 
+/// Prints an IAM policy document: indented (text) or on one line (JSON).
+pub fn policy(format: OutputFormat, document: &Value) -> ExitCode {
+    match format {
+        OutputFormat::Text => println!(
+            "{}",
+            serde_json::to_string_pretty(document).unwrap_or_default()
+        ),
+        OutputFormat::Json => println!("{document}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn secs(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }

@@ -31,12 +31,14 @@
 //! - [`aws`]: the ports implemented with the AWS SDK, one file per service.
 //! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).
 //! - [`error`]: the one error type and how it maps to exit codes.
+//! - [`iam`]: the least-privilege IAM policy the configured stages need.
 
 #![deny(missing_docs)]
 
 pub mod aws;
 pub mod config;
 pub mod error;
+pub mod iam;
 pub mod ports;
 pub mod release;
 pub mod stages;

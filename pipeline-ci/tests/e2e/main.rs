@@ -10,9 +10,11 @@
 //! - `build`: baking, reuse, timeout, interrupt, copies.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
+//! - `iam`: the printed IAM policy grants every call the stages make.
 
 mod build;
 mod cli;
 mod deploy;
+mod iam;
 mod promote;
 mod support;

@@ -1,0 +1,336 @@
+//! The least-privilege IAM policy the configured stages need.
+//!
+//! One statement per purpose, each scoped as far as AWS allows: mutations of
+//! instances, images and snapshots need the app's `pipeline:app` tag; tags
+//! may only be written while creating (RunInstances, CreateImage, CopyImage,
+//! CreateLaunchTemplateVersion); balancer, group and record changes name
+//! their ARNs. Describe/List/Get calls cannot be scoped by resource in these
+//! services and are granted on `*`. What is granted follows the config: no
+//! Route53 without `promote`, no Auto Scaling without a group, and so on.
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, LoadBalancer};
+
+/// One IAM statement: its id, actions, resources and optional condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The statement id, naming its purpose.
+    pub sid: &'static str,
+    /// `service:Action` names.
+    pub actions: Vec<&'static str>,
+    /// Resource ARNs (or `*`).
+    pub resources: Vec<String>,
+    /// An IAM condition block, if any.
+    pub condition: Option<Value>,
+}
+
+/// The policy for `config`: the statements, in order.
+pub fn policy(config: &Config) -> Vec<Statement> {
+    let app = &config.app;
+    let region = &config.region;
+    let mut regions = vec![region.clone()];
+    regions.extend(config.build.copy_to_regions.iter().cloned());
+    let tagged = json!({ "StringEquals": { "aws:ResourceTag/pipeline:app": app } });
+    let mut statements = vec![
+        Statement {
+            sid: "Read",
+            actions: vec![
+                "ec2:DescribeImages",
+                "ec2:DescribeImageAttribute",
+                "ec2:DescribeInstances",
+                "ec2:GetConsoleOutput",
+            ],
+            resources: vec!["*".into()],
+            condition: None,
+        },
+        Statement {
+            sid: "LaunchInstances",
+            actions: vec!["ec2:RunInstances"],
+            resources: vec!["*".into()],
+            condition: None,
+        },
+        Statement {
+            sid: "TagOnCreate",
+            actions: vec!["ec2:CreateTags"],
+            resources: vec!["*".into()],
+            condition: Some(json!({
+                "StringEquals": {
+                    "ec2:CreateAction": [
+                        "RunInstances", "CreateImage", "CopyImage", "CreateLaunchTemplateVersion"
+                    ]
+                }
+            })),
+        },
+        Statement {
+            sid: "OwnInstances",
+            actions: vec!["ec2:TerminateInstances"],
+            resources: regions
+                .iter()
+                .take(1)
+                .map(|r| format!("arn:aws:ec2:{r}:*:instance/*"))
+                .collect(),
+            condition: Some(tagged.clone()),
+        },
+        Statement {
+            sid: "MakeImages",
+            actions: vec!["ec2:CreateImage", "ec2:CopyImage"],
+            resources: vec!["*".into()],
+            condition: None,
+        },
+        Statement {
+            sid: "OwnImages",
+            actions: vec![
+                "ec2:DeregisterImage",
+                "ec2:DeleteSnapshot",
+                "ec2:ModifyImageAttribute",
+            ],
+            resources: regions
+                .iter()
+                .flat_map(|r| {
+                    [
+                        format!("arn:aws:ec2:{r}::image/*"),
+                        format!("arn:aws:ec2:{r}::snapshot/*"),
+                    ]
+                })
+                .collect(),
+            condition: Some(tagged),
+        },
+    ];
+
+    let profiles: Vec<&String> = config
+        .build
+        .instance_profile
+        .iter()
+        .chain(
+            config
+                .environments
+                .values()
+                .filter_map(|e| e.instance_profile.as_ref()),
+        )
+        .collect();
+    if !profiles.is_empty() {
+        statements.push(Statement {
+            sid: "PassInstanceRoles",
+            actions: vec!["iam:PassRole"],
+            resources: vec!["*".into()],
+            condition: Some(
+                json!({ "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }),
+            ),
+        });
+    }
+
+    let classic: Vec<&String> = config
+        .environments
+        .values()
+        .filter_map(|e| match &e.load_balancer {
+            LoadBalancer::Classic(name) => Some(name),
+            LoadBalancer::TargetGroup(_) => None,
+        })
+        .collect();
+    let target_groups: Vec<&String> = config
+        .environments
+        .values()
+        .filter_map(|e| match &e.load_balancer {
+            LoadBalancer::TargetGroup(arn) => Some(arn),
+            LoadBalancer::Classic(_) => None,
+        })
+        .collect();
+    if !config.environments.is_empty() {
+        statements.push(Statement {
+            sid: "ReadBalancers",
+            actions: vec![
+                "elasticloadbalancing:DescribeInstanceHealth",
+                "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                "elasticloadbalancing:DescribeLoadBalancers",
+                "elasticloadbalancing:DescribeTargetHealth",
+                "elasticloadbalancing:DescribeTargetGroupAttributes",
+                "elasticloadbalancing:DescribeTargetGroups",
+            ],
+            resources: vec!["*".into()],
+            condition: None,
+        });
+    }
+    if !classic.is_empty() {
+        statements.push(Statement {
+            sid: "SwapClassicElb",
+            actions: vec![
+                "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+            ],
+            resources: classic
+                .iter()
+                .map(|name| format!("arn:aws:elasticloadbalancing:{region}:*:loadbalancer/{name}"))
+                .collect(),
+            condition: None,
+        });
+    }
+    if !target_groups.is_empty() {
+        statements.push(Statement {
+            sid: "SwapTargetGroups",
+            actions: vec![
+                "elasticloadbalancing:RegisterTargets",
+                "elasticloadbalancing:DeregisterTargets",
+            ],
+            resources: target_groups.iter().map(|arn| arn.to_string()).collect(),
+            condition: None,
+        });
+    }
+
+    let groups: Vec<&String> = config
+        .environments
+        .values()
+        .filter_map(|e| e.auto_scaling_group.as_ref())
+        .collect();
+    if !groups.is_empty() {
+        statements.push(Statement {
+            sid: "ReadGroups",
+            actions: vec!["autoscaling:DescribeAutoScalingGroups"],
+            resources: vec!["*".into()],
+            condition: None,
+        });
+        statements.push(Statement {
+            sid: "DeployThroughGroups",
+            actions: vec![
+                "autoscaling:UpdateAutoScalingGroup",
+                "autoscaling:SuspendProcesses",
+                "autoscaling:ResumeProcesses",
+                "autoscaling:DetachInstances",
+            ],
+            resources: groups
+                .iter()
+                .map(|g| {
+                    format!(
+                        "arn:aws:autoscaling:{region}:*:autoScalingGroup:*:autoScalingGroupName/{g}"
+                    )
+                })
+                .collect(),
+            condition: None,
+        });
+        statements.push(Statement {
+            sid: "LaunchTemplateVersions",
+            actions: vec![
+                "ec2:CreateLaunchTemplateVersion",
+                "ec2:DescribeLaunchTemplateVersions",
+            ],
+            resources: vec![format!("arn:aws:ec2:{region}:*:launch-template/*")],
+            condition: None,
+        });
+    }
+
+    if let Some(promote) = &config.promote {
+        let zone = promote.hosted_zone.trim_start_matches("/hostedzone/");
+        statements.push(Statement {
+            sid: "FlipTheRecord",
+            actions: vec![
+                "route53:ListResourceRecordSets",
+                "route53:ChangeResourceRecordSets",
+            ],
+            resources: vec![format!("arn:aws:route53:::hostedzone/{zone}")],
+            condition: None,
+        });
+        statements.push(Statement {
+            sid: "WatchTheChange",
+            actions: vec!["route53:GetChange"],
+            resources: vec!["arn:aws:route53:::change/*".into()],
+            condition: None,
+        });
+    }
+    statements
+}
+
+/// The policy as an IAM policy document.
+pub fn document(statements: &[Statement]) -> Value {
+    let statements: Vec<Value> = statements
+        .iter()
+        .map(|s| {
+            let mut statement = json!({
+                "Sid": s.sid,
+                "Effect": "Allow",
+                "Action": s.actions,
+                "Resource": s.resources,
+            });
+            if let Some(condition) = &s.condition {
+                statement["Condition"] = condition.clone();
+            }
+            statement
+        })
+        .collect();
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Every `service:Action` the policy allows.
+pub fn actions(statements: &[Statement]) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = statements
+        .iter()
+        .flat_map(|s| s.actions.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r##"
+app: shop
+region: us-east-1
+state: { bucket: shop-state }
+build:
+  base_image: { id: ami-0123abcd }
+  provision: "#!/bin/sh\n"
+  copy_to_regions: [eu-west-1]
+environments:
+  staging:
+    count: 1
+    subnets: [subnet-0a]
+    load_balancer: { classic: shop-staging }
+  prod1:
+    count: 2
+    subnets: [subnet-0a]
+    load_balancer: { target_group: "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/p1/1" }
+  prod2:
+    count: 2
+    auto_scaling_group: shop-prod2
+    load_balancer: { target_group: "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/p2/2" }
+promote: { hosted_zone: Z123, record: www.example.com }
+"##;
+
+    #[test]
+    fn grants_follow_the_config() {
+        let config = Config::parse(CONFIG, "p.yaml").unwrap();
+        let statements = policy(&config);
+        let all = actions(&statements);
+        for needed in [
+            "ec2:RunInstances",
+            "ec2:CreateImage",
+            "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+            "elasticloadbalancing:RegisterTargets",
+            "autoscaling:DetachInstances",
+            "route53:ChangeResourceRecordSets",
+        ] {
+            assert!(all.contains(&needed), "{needed}");
+        }
+        let doc = document(&statements);
+        let text = doc.to_string();
+        assert!(text.contains("arn:aws:route53:::hostedzone/Z123"));
+        assert!(text.contains("loadbalancer/shop-staging"));
+        assert!(text.contains("autoScalingGroupName/shop-prod2"));
+        assert!(
+            text.contains("arn:aws:ec2:eu-west-1::image/*"),
+            "copies can be cleaned up"
+        );
+        assert!(
+            !text.contains("iam:PassRole"),
+            "no instance profile configured"
+        );
+
+        // Without environments or promote: EC2 only.
+        let lean =
+            Config::parse(&CONFIG[..CONFIG.find("environments:").unwrap()], "p.yaml").unwrap();
+        let lean = actions(&policy(&lean));
+        assert!(lean.iter().all(|a| a.starts_with("ec2:")), "{lean:?}");
+    }
+}

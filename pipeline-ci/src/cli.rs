@@ -97,4 +97,23 @@ pub enum Command {
     /// Print the least-privilege IAM policy the configured stages need
     /// (offline: reads only the config).
     IamPolicy,
+    /// Work with the config file offline.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script, e.g. `pipeline completions bash > /etc/bash_completion.d/pipeline`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `pipeline config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the config without touching AWS and print the plan it resolves to
+    /// (exit 0 if valid, 2 with what to fix if not).
+    Check,
 }

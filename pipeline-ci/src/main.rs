@@ -6,9 +6,11 @@
 //!
 //! # Layout
 //! - `cli`: the clap definitions (`pipeline --help`).
+//! - `ci`: which CI system runs the step, who started it, the job URL.
 //! - `commit`: which commit a step is about (flag, CI variables, git).
 //! - `output`: results on stdout, errors on stderr, exit codes.
 
+mod ci;
 mod cli;
 mod commit;
 mod output;
@@ -29,7 +31,7 @@ use pipeline_core::stages::test::{self, Output};
 use pipeline_core::wait::Interrupt;
 use pipeline_core::{Error, Result};
 
-use cli::{Cli, Command, OutputFormat};
+use cli::{Cli, Command, ConfigAction, OutputFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,6 +52,32 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
+    let context = ci::detect(env);
+    let step = match &cli.command {
+        Command::Build { .. } => Some("build"),
+        Command::Deploy { .. } => Some("deploy"),
+        Command::Promote { .. } => Some("promote"),
+        Command::Rollback => Some("rollback"),
+        _ => None,
+    };
+    if let Some(step) = step {
+        // An audit line in the CI log until the ledger records it.
+        tracing::info!(
+            "{step} started by {} on {}{}{}",
+            context.actor.as_deref().unwrap_or("an unknown user"),
+            context.system,
+            context
+                .branch
+                .as_deref()
+                .map(|b| format!(" (branch {b})"))
+                .unwrap_or_default(),
+            context
+                .job_url
+                .as_deref()
+                .map(|u| format!(": {u}"))
+                .unwrap_or_default()
+        );
+    }
     match &cli.command {
         Command::Test { commit, command } => {
             let commit = commit::resolve(commit.as_deref(), env)?;
@@ -165,6 +193,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 live.as_ref(),
                 &envs,
             ))
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let deploys = config
+                .environments
+                .keys()
+                .map(|name| DeployPlan::new(&config, name))
+                .collect::<Result<Vec<_>>>()?;
+            let promote = config
+                .promote
+                .as_ref()
+                .map(|_| PromotePlan::new(&config))
+                .transpose()?;
+            Ok(output::plan(
+                cli.output,
+                &cli.config,
+                &BuildPlan::new(&config),
+                &deploys,
+                promote.as_ref(),
+            ))
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "pipeline", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
         Command::IamPolicy => {
             let config = Config::load(&cli.config)?;

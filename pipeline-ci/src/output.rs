@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use pipeline_core::stages::build::BuildOutcome;
-use pipeline_core::stages::deploy::DeployOutcome;
-use pipeline_core::stages::promote::{Flip, Live};
+use pipeline_core::config::BaseImage;
+use pipeline_core::stages::build::{BuildOutcome, BuildPlan};
+use pipeline_core::stages::deploy::{DeployOutcome, DeployPlan};
+use pipeline_core::stages::promote::{Flip, Live, PromotePlan};
 use pipeline_core::stages::status::EnvStatus;
 use pipeline_core::stages::test::TestOutcome;
 use pipeline_core::{Error, ErrorKind};
@@ -249,6 +250,107 @@ pub fn status(
                 })
             );
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints the plan a valid config resolves to.
+pub fn plan(
+    format: OutputFormat,
+    path: &std::path::Path,
+    build: &BuildPlan,
+    deploys: &[DeployPlan],
+    promote: Option<&PromotePlan>,
+) -> ExitCode {
+    let base = match &build.base_image {
+        BaseImage::Id { id } => id.clone(),
+        BaseImage::Lookup { owner, name } => format!("newest of {owner} named {name}"),
+    };
+    let envs: Vec<Value> = deploys
+        .iter()
+        .map(|d| {
+            json!({
+                "env": d.env,
+                "count": d.count,
+                "instance_type": d.instance_type,
+                "subnets": d.subnets,
+                "auto_scaling_group": d.auto_scaling_group,
+                "health_timeout_secs": d.health_poll.deadline.as_secs(),
+                "healthy_for_secs": d.healthy_for.as_secs_f64(),
+                "drain_cap_secs": d.drain_cap.as_secs(),
+            })
+        })
+        .collect();
+    let promote_json = promote.map(|p| {
+        json!({
+            "record": p.record,
+            "hosted_zone": p.zone,
+            "record_type": format!("{:?}", p.record_type).to_lowercase(),
+            "slots": p.slots,
+            "needed_healthy": p.needed,
+            "steps": p.steps,
+            "bake_secs": p.bake.as_secs(),
+        })
+    });
+    match format {
+        OutputFormat::Text => {
+            println!("{}: valid", path.display());
+            println!("app {} in {}", build.app, build.region);
+            println!(
+                "build: from {base}, {} builder, provisioning within {}s, copies to [{}], shared with [{}]",
+                build.instance_type,
+                build.provision_poll.deadline.as_secs(),
+                build.copy_to_regions.join(", "),
+                build.share_with.join(", ")
+            );
+            for d in deploys {
+                let placement = match &d.auto_scaling_group {
+                    Some(group) => format!("through Auto Scaling group {group}"),
+                    None => format!("over {}", d.subnets.join(", ")),
+                };
+                println!(
+                    "deploy {}: {} x {} {placement}; healthy within {}s, for {}s",
+                    d.env,
+                    d.count,
+                    d.instance_type,
+                    d.health_poll.deadline.as_secs(),
+                    d.healthy_for.as_secs_f64()
+                );
+            }
+            match promote {
+                Some(p) => println!(
+                    "promote: {} ({:?}) between {} and {}{}",
+                    p.record,
+                    p.record_type,
+                    p.slots[0],
+                    p.slots[1],
+                    if p.steps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", gradually {:?} % every {}s", p.steps, p.bake.as_secs())
+                    }
+                ),
+                None => println!("promote: not configured"),
+            }
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "ok": true,
+                "config": path.display().to_string(),
+                "app": build.app,
+                "region": build.region,
+                "build": {
+                    "base_image": base,
+                    "instance_type": build.instance_type,
+                    "timeout_secs": build.provision_poll.deadline.as_secs(),
+                    "copy_to_regions": build.copy_to_regions,
+                    "share_with": build.share_with,
+                },
+                "environments": envs,
+                "promote": promote_json,
+            })
+        ),
     }
     ExitCode::SUCCESS
 }

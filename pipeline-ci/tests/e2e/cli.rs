@@ -155,3 +155,50 @@ async fn credentials_never_reach_the_output() {
         "secret leaked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_commands_make_no_aws_call() {
+    let env = Env::new().await;
+    let balancers = pipeline_fixtures::seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    env.write_config(&env.deploy_config(&balancers, 2, "5s"));
+    env.moto.start_recording();
+
+    let check = env.pipeline(&["config", "check"]).await;
+    assert_eq!(check.code, 0, "{check:#?}");
+    assert!(check.stdout.contains("pipeline.yaml: valid"), "{check:#?}");
+    assert!(
+        check.stdout.contains("deploy staging: 2 x t3.micro"),
+        "{check:#?}"
+    );
+    let json = env
+        .pipeline(&["config", "check", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(json["environments"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        json["build"]["base_image"],
+        "newest of self named debian-12-amd64-*"
+    );
+
+    let policy = env.pipeline(&["iam-policy", "--output", "json"]).await;
+    assert_eq!(policy.code, 0, "{policy:#?}");
+    assert_eq!(policy.json()["Version"], "2012-10-17");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let completions = env.pipeline(&["completions", shell]).await;
+        assert_eq!(completions.code, 0, "{completions:#?}");
+        assert!(completions.stdout.contains("promote"), "{shell}");
+    }
+
+    env.write_config(
+        &env.config("")
+            .replace("count", "cuont")
+            .replace("timeout: 30s", "timeout: 30x"),
+    );
+    let bad = env.pipeline(&["config", "check"]).await;
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    assert!(bad.stderr.contains("not a duration"), "{}", bad.stderr);
+
+    env.moto.stop_recording();
+    assert!(env.moto.calls().is_empty(), "{:?}", env.moto.calls());
+}

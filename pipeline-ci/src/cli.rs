@@ -116,4 +116,7 @@ pub enum ConfigAction {
     /// Validate the config without touching AWS and print the plan it resolves to
     /// (exit 0 if valid, 2 with what to fix if not).
     Check,
+    /// Print the JSON Schema of pipeline.yaml, for editors (e.g. the YAML
+    /// language server's `# yaml-language-server: $schema=...`).
+    Schema,
 }

@@ -216,6 +216,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 promote.as_ref(),
             ))
         }
+        Command::Config {
+            action: ConfigAction::Schema,
+        } => {
+            let schema = pipeline_core::config::schema();
+            Ok(output::document(cli.output, &schema))
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "pipeline", &mut std::io::stdout());
@@ -224,7 +230,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::IamPolicy => {
             let config = Config::load(&cli.config)?;
             let document = pipeline_core::iam::document(&pipeline_core::iam::policy(&config));
-            Ok(output::policy(cli.output, &document))
+            Ok(output::document(cli.output, &document))
         }
         Command::Build { commit } => {
             let config = Config::load(&cli.config)?;

@@ -355,8 +355,9 @@ pub fn plan(
     ExitCode::SUCCESS
 }
 
-/// Prints an IAM policy document: indented (text) or on one line (JSON).
-pub fn policy(format: OutputFormat, document: &Value) -> ExitCode {
+/// Prints a JSON document (an IAM policy, a JSON Schema): indented (text)
+/// or on one line (JSON).
+pub fn document(format: OutputFormat, document: &Value) -> ExitCode {
     match format {
         OutputFormat::Text => println!(
             "{}",

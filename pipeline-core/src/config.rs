@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
 /// The whole `pipeline.yaml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The application's name: tagged as `pipeline:app`, used in AMI names.
@@ -34,7 +35,7 @@ pub struct Config {
 }
 
 /// The `promote` section: the public record and the two slots it flips between.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteConfig {
     /// The Route53 hosted zone id of the record (`Z...`).
@@ -56,9 +57,11 @@ pub struct PromoteConfig {
     pub min_healthy: u32,
     /// How long Route53 may take to apply the change (INSYNC).
     #[serde(default = "default_promote_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// How often the change's status is polled.
     #[serde(default = "default_promote_poll", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
     /// A gradual shift: the target slot's share of traffic at each step, in
     /// percent, rising to 100 (e.g. `[10, 50, 100]`), with weighted records.
@@ -68,6 +71,7 @@ pub struct PromoteConfig {
     /// How long each step below 100 % holds before the next (the target's
     /// health is re-checked before every step).
     #[serde(default = "default_bake", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub bake: Duration,
 }
 
@@ -76,7 +80,7 @@ fn default_bake() -> Duration {
 }
 
 /// How the public record points at a balancer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordType {
     /// A CNAME to the balancer's DNS name.
@@ -103,7 +107,7 @@ fn default_promote_poll() -> Duration {
 }
 
 /// The `state` section: the S3 bucket for locks and the audit ledger.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// The bucket name.
@@ -114,7 +118,7 @@ pub struct StateConfig {
 }
 
 /// The `build` section: how the AMI is baked.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildConfig {
     /// The image the builder starts from.
@@ -142,12 +146,15 @@ pub struct BuildConfig {
     pub provision_file: Option<PathBuf>,
     /// How long provisioning may take until the builder has powered off.
     #[serde(default = "default_build_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// How long CreateImage (and each copy) may take until the AMI is available.
     #[serde(default = "default_image_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub image_timeout: Duration,
     /// How often waits poll AWS.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
     /// Other regions to copy the AMI to (tags carried).
     #[serde(default)]
@@ -158,7 +165,7 @@ pub struct BuildConfig {
 }
 
 /// Where the builder's base image comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(try_from = "RawBaseImage")]
 pub enum BaseImage {
     /// A fixed AMI id.
@@ -176,7 +183,7 @@ pub enum BaseImage {
 }
 
 /// `base_image` as written: `id`, or `owner` and `name`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawBaseImage {
     id: Option<String>,
@@ -205,7 +212,7 @@ impl TryFrom<RawBaseImage> for BaseImage {
 }
 
 /// One environment (staging, prod1, ...). Read by `deploy` and `promote`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
     /// How many instances the environment runs.
@@ -237,23 +244,27 @@ pub struct EnvironmentConfig {
     pub load_balancer: LoadBalancer,
     /// How long new instances may take to be running and healthy in the balancer.
     #[serde(default = "default_health_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub health_timeout: Duration,
     /// How long every new instance must stay healthy, without a break,
     /// before the old fleet leaves (catches an app that passes its first
     /// health checks and then crashes).
     #[serde(default = "default_healthy_for", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub healthy_for: Duration,
     /// The most a deploy waits for old instances to drain (the balancer's own
     /// draining delay, if shorter, wins).
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub drain_timeout: Duration,
     /// How often deploy waits poll AWS.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
 }
 
 /// Which balancer an environment serves behind.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(try_from = "RawLoadBalancer")]
 pub enum LoadBalancer {
     /// A Classic ELB, by name.
@@ -263,7 +274,7 @@ pub enum LoadBalancer {
 }
 
 /// `load_balancer` as written: `classic: NAME` or `target_group: ARN`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLoadBalancer {
     classic: Option<String>,
@@ -322,6 +333,31 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> std::result::Result<Duration, D
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
+}
+
+/// The schema of a duration: `90s`, `30m`, `1h30m`, `500ms`, or seconds.
+struct DurationText;
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: 90s, 30m, 1h30m, 500ms, or a number of seconds",
+            "anyOf": [
+                { "type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$" },
+                { "type": "integer", "minimum": 0 }
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of `pipeline.yaml`, for editors (YAML language servers
+/// read JSON Schema). Unknown keys are not allowed, as in [`Config::load`].
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
 }
 
 /// Parses a duration such as `90s`, `30m`, `1h30m` or `250ms`.
@@ -957,6 +993,42 @@ environments:
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "it's/staging");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_schema_mirrors_the_config() {
+        let schema = schema();
+        let text = schema.to_string();
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "unknown keys are errors"
+        );
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(required, ["app", "region", "state", "build"]);
+        for key in ["environments", "promote", "build"] {
+            assert!(schema["properties"][key].is_object(), "{key}");
+        }
+        let defs = &schema["$defs"];
+        assert_eq!(defs["BuildConfig"]["additionalProperties"], false);
+        assert!(
+            defs["BuildConfig"]["properties"]["timeout"]
+                .to_string()
+                .contains("Duration")
+        );
+        assert!(defs["Duration"].to_string().contains("1h30m"));
+        // base_image and load_balancer take the shape written in YAML.
+        assert!(
+            text.contains("\"owner\"") && text.contains("\"target_group\""),
+            "{text}"
+        );
+        assert!(defs["RecordType"].to_string().contains("alias"));
+        let env_required = defs["EnvironmentConfig"]["required"].to_string();
+        assert!(env_required.contains("count") && env_required.contains("load_balancer"));
     }
 
     #[test]

@@ -184,6 +184,13 @@ async fn offline_commands_make_no_aws_call() {
     assert_eq!(policy.code, 0, "{policy:#?}");
     assert_eq!(policy.json()["Version"], "2012-10-17");
 
+    let schema = env
+        .pipeline(&["config", "schema", "--output", "json"])
+        .await;
+    assert_eq!(schema.code, 0, "{schema:#?}");
+    assert_eq!(schema.json()["title"], "Config");
+    assert_eq!(schema.json()["additionalProperties"], false);
+
     for shell in ["bash", "zsh", "fish"] {
         let completions = env.pipeline(&["completions", shell]).await;
         assert_eq!(completions.code, 0, "{completions:#?}");

@@ -9,13 +9,14 @@
 //! - `ci`: which CI system runs the step, who started it, the job URL.
 //! - `commit`: which commit a step is about (flag, CI variables, git).
 //! - `output`: results on stdout, errors on stderr, exit codes.
+//! - `progress`: live progress on a terminal, plain log lines in CI.
 
 mod ci;
 mod cli;
 mod commit;
 mod output;
+mod progress;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -44,7 +45,9 @@ fn main() -> ExitCode {
         }
     };
     let format = cli.output;
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    progress::finish(matches!(result, Ok(ref code) if *code == ExitCode::SUCCESS));
+    match result {
         Ok(code) => code,
         Err(err) => output::error(format, &err),
     }
@@ -302,11 +305,14 @@ fn init_logging(cli: &Cli) {
     };
     let filter = std::env::var("PIPELINE_LOG")
         .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .with_target(false)
-        .init();
+    // `test` streams its command's output, which is its progress.
+    let stage = matches!(
+        cli.command,
+        Command::Build { .. }
+            | Command::Deploy { .. }
+            | Command::Promote { .. }
+            | Command::Rollback
+            | Command::Status
+    );
+    progress::init(&filter, stage);
 }

@@ -24,6 +24,7 @@ pub fn exit_code(err: &Error) -> u8 {
 
 /// Prints an error: always on stderr; in JSON mode also as the one result.
 pub fn error(format: OutputFormat, err: &Error) -> ExitCode {
+    crate::progress::finish(false);
     let code = exit_code(err);
     eprintln!("error: {err}");
     if format == OutputFormat::Json {
@@ -37,6 +38,7 @@ pub fn error(format: OutputFormat, err: &Error) -> ExitCode {
 
 /// Prints a test verdict; exit 0 if it passed, 1 if not.
 pub fn test(format: OutputFormat, out: &TestOutcome) -> ExitCode {
+    crate::progress::finish(out.passed);
     let verdict = if out.passed { "passed" } else { "failed" };
     match format {
         OutputFormat::Text => {
@@ -66,6 +68,7 @@ pub fn test(format: OutputFormat, out: &TestOutcome) -> ExitCode {
 
 /// Prints a build's AMI (text) or its full outcome (JSON).
 pub fn build(format: OutputFormat, out: &BuildOutcome) -> ExitCode {
+    crate::progress::finish(true);
     let image = out.release.image();
     match format {
         OutputFormat::Text => println!("{}", image.id),
@@ -98,6 +101,7 @@ pub fn build(format: OutputFormat, out: &BuildOutcome) -> ExitCode {
 
 /// Prints a deploy: what runs where now (text), or the full outcome (JSON).
 pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
+    crate::progress::finish(true);
     let state = out.release.state();
     match format {
         OutputFormat::Text => {
@@ -140,6 +144,7 @@ pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
 
 /// Prints a promote or rollback.
 pub fn flip(format: OutputFormat, flip: &Flip) -> ExitCode {
+    crate::progress::finish(true);
     match format {
         OutputFormat::Text if flip.changed => println!(
             "{} -> {} ({}), {} healthy instance(s) of {}; was {}",
@@ -180,6 +185,7 @@ pub fn status(
     live: Option<&Live>,
     envs: &[EnvStatus],
 ) -> ExitCode {
+    crate::progress::finish(true);
     let live_slot = live.and_then(|l| l.slot.as_deref());
     match format {
         OutputFormat::Text => {
@@ -262,6 +268,7 @@ pub fn plan(
     deploys: &[DeployPlan],
     promote: Option<&PromotePlan>,
 ) -> ExitCode {
+    crate::progress::finish(true);
     let base = match &build.base_image {
         BaseImage::Id { id } => id.clone(),
         BaseImage::Lookup { owner, name } => format!("newest of {owner} named {name}"),
@@ -358,6 +365,7 @@ pub fn plan(
 /// Prints a JSON document (an IAM policy, a JSON Schema): indented (text)
 /// or on one line (JSON).
 pub fn document(format: OutputFormat, document: &Value) -> ExitCode {
+    crate::progress::finish(true);
     match format {
         OutputFormat::Text => println!(
             "{}",

@@ -12,7 +12,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export PIPELINE_PYTHON := $(VENV)/bin/python
 export PIPELINE_WORKSPACE := $(CURDIR)
 
-.PHONY: test demo venv lint unit clean
+.PHONY: test demo venv tools lint unit clean
 
 ## make test: formatting, lints, docs, unit tests and the end-to-end tests against moto.
 test: venv lint unit
@@ -22,7 +22,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-unit: venv
+unit: venv tools
 	$(CARGO) test --workspace --locked
 
 ## make demo: start a local AWS, seed a small world, run the pipeline against it.
@@ -30,12 +30,18 @@ demo: venv
 	$(CARGO) build --locked -p pipeline-ci -p pipeline-fixtures --bins
 	PIPELINE_BIN=$(TARGET_DIR)/debug/pipeline $(TARGET_DIR)/debug/demo
 
-venv: $(VENV)/.moto-$(MOTO_VERSION)
+# The marker's name changes whenever the set of packages does (deps-2: added
+# check-jsonschema, for integrations/validate.sh), so an existing .venv updates.
+venv: $(VENV)/.moto-$(MOTO_VERSION)-deps-2
 
-$(VENV)/.moto-$(MOTO_VERSION):
+$(VENV)/.moto-$(MOTO_VERSION)-deps-2:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'check-jsonschema==0.39.0'
 	touch $@
+
+# tmux gives the progress test a real terminal; Debian's package, if missing.
+tools:
+	@command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux >/dev/null; }
 
 clean:
 	$(CARGO) clean

@@ -11,10 +11,15 @@
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 //! - `iam`: the printed IAM policy grants every call the stages make.
+//! - `progress`: live in a tmux pane, plain in CI.
+//! - `integrations`: the CI integrations validate against their schemas and
+//!   their examples' invocations parse (offline, `integrations/validate.sh`).
 
 mod build;
 mod cli;
 mod deploy;
 mod iam;
+mod integrations;
+mod progress;
 mod promote;
 mod support;

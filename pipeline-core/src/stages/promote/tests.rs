@@ -326,13 +326,14 @@ async fn first_promote_creates_the_record() {
     assert_eq!(err.kind(), crate::ErrorKind::BadInput);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
-    let instances = instances(SHA);
-    // A zone that remembers what was written.
-    let records = Arc::new(Mutex::new(vec![cname("prod1")]));
+/// A zone that remembers what was written: it starts with `start`, checks
+/// that every change deletes exactly what is there, logs what each change
+/// writes, and reports every change in sync. Returns the zone and its records.
+fn remembering_zone(
+    start: Vec<Record>,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (MockDns, Arc<Mutex<Vec<Record>>>) {
+    let records = Arc::new(Mutex::new(start));
     let mut dns = MockDns::new();
     let r = records.clone();
     dns.expect_records()
@@ -345,6 +346,15 @@ async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
         Ok("C".into())
     });
     dns.expect_in_sync().returning(|_| Ok(true));
+    (dns, records)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let instances = instances(SHA);
+    let (dns, records) = remembering_zone(vec![cname("prod1")], &log);
     let mut plan = plan();
     plan.steps = vec![10, 50, 100];
     let ports = PromotePorts {
@@ -401,18 +411,7 @@ async fn a_failed_check_mid_shift_puts_all_traffic_back() {
             .collect())
     });
     let instances = instances(SHA);
-    let records = Arc::new(Mutex::new(vec![cname("prod1")]));
-    let mut dns = MockDns::new();
-    let r = records.clone();
-    dns.expect_records()
-        .returning(move |_, _| Ok(r.lock().unwrap().clone()));
-    let (r, l) = (records.clone(), log.clone());
-    dns.expect_replace().returning(move |_, _, new| {
-        l.lock().unwrap().push(describe(new));
-        *r.lock().unwrap() = new.to_vec();
-        Ok("C".into())
-    });
-    dns.expect_in_sync().returning(|_| Ok(true));
+    let (dns, _) = remembering_zone(vec![cname("prod1")], &log);
     let mut plan = plan();
     plan.steps = vec![10, 100];
     let ports = PromotePorts {
@@ -443,24 +442,9 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
     let mut plan = plan();
     plan.steps = vec![10, 50, 100];
     let endpoints = [endpoint("prod1"), endpoint("prod2")];
-    let zone = |start: Vec<Record>, log: &Arc<Mutex<Vec<String>>>| {
-        let records = Arc::new(Mutex::new(start));
-        let mut dns = MockDns::new();
-        let r = records.clone();
-        dns.expect_records()
-            .returning(move |_, _| Ok(r.lock().unwrap().clone()));
-        let (r, l) = (records.clone(), log.clone());
-        dns.expect_replace().returning(move |_, _, new| {
-            l.lock().unwrap().push(describe(new));
-            *r.lock().unwrap() = new.to_vec();
-            Ok("C".into())
-        });
-        dns.expect_in_sync().returning(|_| Ok(true));
-        dns
-    };
     // Killed at 10 % on prod2: promote carries on from 50 %.
     let log = Arc::new(Mutex::new(Vec::new()));
-    let dns = zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, 1, 10), &log);
     let ports = PromotePorts {
         instances: &instances,
         dns: &dns,
@@ -481,7 +465,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
     );
     // Killed at 10 % on prod2: rollback puts everything back on prod1.
     let log = Arc::new(Mutex::new(Vec::new()));
-    let dns = zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, 1, 10), &log);
     let ports = PromotePorts {
         instances: &instances,
         dns: &dns,

@@ -12,8 +12,8 @@
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 //! - `iam`: the printed IAM policy grants every call the stages make.
 //! - `progress`: live in a tmux pane, plain in CI.
-//! - `integrations`: the CI integrations validate against their schemas and
-//!   their examples' invocations parse (offline, `integrations/validate.sh`).
+//! - `integrations`: the CI integrations validate against their schemas,
+//!   and their examples' `pipeline` steps run, in order, against moto.
 
 mod build;
 mod cli;

@@ -9,7 +9,7 @@ use pipeline_fixtures::{
     BuilderBehaviour, Call, guest, seed_auto_scaling_group, seed_balancers, seed_hosted_zone,
 };
 
-use crate::support::{Env, SHA, SHA2};
+use crate::support::{Env, SHA, SHA2, classic, target_group};
 
 /// The IAM action of a recorded call, e.g. `ec2:RunInstances`.
 fn iam_action(call: &Call) -> String {
@@ -56,27 +56,13 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
     let group =
         seed_auto_scaling_group(&env.sdk, &env.world, "shop-web", &web.target_group_arn, 2).await;
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
-    let w = &env.world;
-    let tuning = "    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\n";
-    let plain = |name: &str, balancer: String| {
-        format!(
-            "  {name}:\n    count: 2\n    subnets: [{}, {}]\n    load_balancer: {balancer}\n{tuning}",
-            w.subnets[0].id, w.subnets[1].id
-        )
-    };
     let config = format!(
-        "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {{ target_group: \"{}\" }}\n{tuning}promote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n",
+        "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\npromote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n",
         env.config("copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]"),
-        plain("staging", format!("{{ classic: {} }}", staging.classic)),
-        plain(
-            "prod1",
-            format!("{{ target_group: \"{}\" }}", prod1.target_group_arn)
-        ),
-        plain(
-            "prod2",
-            format!("{{ target_group: \"{}\" }}", prod2.target_group_arn)
-        ),
-        web.target_group_arn,
+        env.environment("staging", &classic(&staging)),
+        env.environment("prod1", &target_group(&prod1)),
+        env.environment("prod2", &target_group(&prod2)),
+        target_group(&web),
     );
     env.write_config(&config);
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pipeline_fixtures::{BuilderBehaviour, guest, seed_balancers, seed_hosted_zone};
 
-use crate::support::{Env, SHA};
+use crate::support::{Env, SHA, classic, target_group};
 
 /// Runs validate.sh; returns the `pipeline` argument lines it recorded.
 fn validate() -> Vec<String> {
@@ -64,19 +64,12 @@ async fn ci_integrations_validate_and_their_flows_run_against_moto() {
     let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", 1).await;
     let prod2 = seed_balancers(&env.sdk, &env.world, "prod2", 1).await;
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
-    let w = &env.world;
-    let slot = |name: &str, balancer: String| {
-        format!(
-            "  {name}:\n    count: 2\n    subnets: [{}, {}]\n    load_balancer: {balancer}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\n",
-            w.subnets[0].id, w.subnets[1].id
-        )
-    };
     env.write_config(&format!(
         "{}environments:\n{}{}{}promote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n",
         env.config(""),
-        slot("staging", format!("{{ classic: {} }}", staging.classic)),
-        slot("prod1", format!("{{ target_group: \"{}\" }}", prod1.target_group_arn)),
-        slot("prod2", format!("{{ target_group: \"{}\" }}", prod2.target_group_arn)),
+        env.environment("staging", &classic(&staging)),
+        env.environment("prod1", &target_group(&prod1)),
+        env.environment("prod2", &target_group(&prod2)),
     ));
 
     // Each example's steps in order, as its CI would run them. The project's

@@ -7,7 +7,7 @@ use pipeline_fixtures::{
     Balancers, BuilderBehaviour, Guest, guest, seed_balancers, seed_hosted_zone,
 };
 
-use crate::support::{Env, SHA, SHA2};
+use crate::support::{Env, SHA, SHA2, target_group};
 
 const RECORD: &str = "www.example.com";
 
@@ -30,26 +30,11 @@ async fn slots(record_type: &str) -> Slots {
         &env.sdk,
         BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
     );
-    let w = &env.world;
-    let slot = |name: &str, b: &Balancers| {
-        format!(
-            "  {name}:
-    count: 2
-    subnets: [{}, {}]
-    load_balancer: {{ target_group: \"{}\" }}
-    health_timeout: 20s
-    healthy_for: 200ms
-    drain_timeout: 2s
-    poll_interval: 100ms
-",
-            w.subnets[0].id, w.subnets[1].id, b.target_group_arn
-        )
-    };
     let config = format!(
         "{}environments:\n{}{}promote:\n  hosted_zone: {zone}\n  record: {RECORD}\n  record_type: {record_type}\n  timeout: 20s\n  poll_interval: 100ms\n",
         env.config(""),
-        slot("prod1", &prod1),
-        slot("prod2", &prod2),
+        env.environment("prod1", &target_group(&prod1)),
+        env.environment("prod2", &target_group(&prod2)),
     );
     env.write_config(&config);
     for sha in [SHA, SHA2] {

@@ -123,11 +123,19 @@ build:
         format!(
             "{}environments:\n{}{}",
             self.config(""),
-            env("staging", format!("{{ classic: {} }}", balancers.classic)),
-            env(
-                "prod1",
-                format!("{{ target_group: \"{}\" }}", balancers.target_group_arn)
-            ),
+            env("staging", classic(balancers)),
+            env("prod1", target_group(balancers)),
+        )
+    }
+
+    /// One `environments:` entry for the seeded world: 2 instances over both
+    /// subnets behind `load_balancer` (YAML, e.g. `{ classic: NAME }`), with
+    /// waits short enough for tests.
+    pub fn environment(&self, name: &str, load_balancer: &str) -> String {
+        let w = &self.world;
+        format!(
+            "  {name}:\n    count: 2\n    subnets: [{}, {}]\n    load_balancer: {load_balancer}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\n",
+            w.subnets[0].id, w.subnets[1].id
         )
     }
 
@@ -302,4 +310,14 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `load_balancer` YAML for a seeded Classic ELB.
+pub fn classic(b: &Balancers) -> String {
+    format!("{{ classic: {} }}", b.classic)
+}
+
+/// `load_balancer` YAML for a seeded target group.
+pub fn target_group(b: &Balancers) -> String {
+    format!("{{ target_group: \"{}\" }}", b.target_group_arn)
 }

@@ -80,6 +80,21 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         ami: Option<String>,
     },
+    /// Run one of an environment's release tasks by hand, on a one-shot
+    /// instance from the commit's AMI with the environment's settings.
+    Task {
+        /// The environment whose task it is.
+        #[arg(long, value_name = "NAME")]
+        env: String,
+        /// The commit whose AMI runs the task [default: the CI's commit variable, then `git rev-parse HEAD`].
+        #[arg(long, conflicts_with = "ami")]
+        commit: Option<String>,
+        /// Run it on this AMI (one `pipeline build` made) instead.
+        #[arg(long, value_name = "ID")]
+        ami: Option<String>,
+        /// The task, as named under `environments.NAME.tasks`.
+        name: String,
+    },
     /// Point the public record at a production slot, once it runs the commit
     /// on enough healthy instances (one atomic Route53 change).
     Promote {
@@ -108,6 +123,20 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+impl Command {
+    /// The stage a command runs, for the commands that change AWS.
+    pub fn stage(&self) -> Option<&'static str> {
+        match self {
+            Command::Build { .. } => Some("build"),
+            Command::Deploy { .. } => Some("deploy"),
+            Command::Task { .. } => Some("task"),
+            Command::Promote { .. } => Some("promote"),
+            Command::Rollback => Some("rollback"),
+            _ => None,
+        }
+    }
 }
 
 /// `pipeline config ...`

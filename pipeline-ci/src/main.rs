@@ -22,12 +22,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2, route53::Route53};
 use pipeline_core::config::Config;
+use pipeline_core::config::EventKind;
+use pipeline_core::notify::Notifier;
 use pipeline_core::ports::{AutoScaling, Balancer};
-use pipeline_core::release::{Built, Commit, Release, RunId};
+use pipeline_core::release::{Built, Commit, Release};
+use pipeline_core::run::{Actor, Details, StageRun};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
 use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
-use pipeline_core::stages::promote::{self, PromotePlan, PromotePorts};
+use pipeline_core::stages::promote::{self, Flip, PromotePlan, PromotePorts};
 use pipeline_core::stages::status;
+use pipeline_core::stages::task::{self, TaskPlan};
 use pipeline_core::stages::test::{self, Output};
 use pipeline_core::wait::Interrupt;
 use pipeline_core::{Error, Result};
@@ -56,15 +60,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     let context = ci::detect(env);
-    let step = match &cli.command {
-        Command::Build { .. } => Some("build"),
-        Command::Deploy { .. } => Some("deploy"),
-        Command::Promote { .. } => Some("promote"),
-        Command::Rollback => Some("rollback"),
-        _ => None,
+    let actor = Actor {
+        name: context.actor.clone(),
+        job_url: context.job_url.clone(),
     };
-    if let Some(step) = step {
-        // An audit line in the CI log until the ledger records it.
+    if let Some(step) = cli.command.stage() {
         tracing::info!(
             "{step} started by {} on {}{}{}",
             context.actor.as_deref().unwrap_or("an unknown user"),
@@ -98,69 +98,129 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = Config::load(&cli.config)?;
             let plan = DeployPlan::new(&config, name)?;
-            let source = match ami {
-                Some(id) if id.starts_with("ami-") => Source::Ami(id.clone()),
-                Some(id) => {
-                    return Err(Error::Input(format!(
-                        "--ami {id:?} is not an AMI id (ami-...)"
-                    )));
-                }
-                None => Source::Commit(commit::resolve(commit.as_deref(), env)?),
-            };
+            let source = Source::from_args(ami.as_deref(), commit.as_deref(), env)?;
+            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
-            let release = match source {
-                Source::Ami(id) => {
-                    Release::<Built>::from_image(&ec2, &config.region, &config.app, &id).await?
-                }
-                Source::Commit(commit) => {
-                    Release::<Built>::find(&ec2, &config.region, &config.app, &commit)
-                        .await?
-                        .ok_or_else(|| Error::NotBuilt {
-                            commit: commit.to_string(),
-                        })?
-                }
-            };
-            let environment = &config.environments[name];
-            let balancer = aws::balancer(&sdk, &environment.load_balancer);
-            let groups = environment
-                .auto_scaling_group
-                .as_ref()
-                .map(|_| AutoScalingGroups::new(&sdk));
-            let ports = DeployPorts {
-                instances: &ec2,
-                balancer: balancer.as_ref(),
-                auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
-            };
-            let outcome = release
-                .deploy(&plan, ports, &RunId::new(), &Interrupt::on_signals())
+            let stage = StageRun::begin(
+                &notifier,
+                &config.app,
+                "deploy",
+                Some(name),
+                source.commit(),
+                &actor,
+            );
+            let result = async {
+                let release = source.release(&ec2, &config).await?;
+                let environment = &config.environments[name];
+                let balancer = aws::balancer(&sdk, &environment.load_balancer);
+                let groups = environment
+                    .auto_scaling_group
+                    .as_ref()
+                    .map(|_| AutoScalingGroups::new(&sdk));
+                let ports = DeployPorts {
+                    instances: &ec2,
+                    balancer: balancer.as_ref(),
+                    auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
+                };
+                release
+                    .deploy(&plan, ports, stage.id(), &Interrupt::on_signals())
+                    .await
+            }
+            .await;
+            let outcome = stage
+                .finish(result, EventKind::Succeeded, |o| Details {
+                    ami: Some(o.release.state().image.id.clone()),
+                    commit: Some(o.release.commit().to_string()),
+                    env: None,
+                })
                 .await?;
             Ok(output::deploy(cli.output, &outcome))
+        }
+        Command::Task {
+            env: name,
+            commit,
+            ami,
+            name: task_name,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let plan = TaskPlan::new(&config, name, task_name)?;
+            let source = Source::from_args(ami.as_deref(), commit.as_deref(), env)?;
+            let notifier = Notifier::new(&config.notify, env)?;
+            let sdk = sdk_config(&config).await;
+            let ec2 = Ec2::new(&sdk, &config.region);
+            let stage = StageRun::begin(
+                &notifier,
+                &config.app,
+                "task",
+                Some(name),
+                source.commit(),
+                &actor,
+            );
+            let result = async {
+                let release = source.release(&ec2, &config).await?;
+                let outcome = task::run(
+                    &plan,
+                    &ec2,
+                    release.image(),
+                    release.commit(),
+                    stage.id(),
+                    &Interrupt::on_signals(),
+                )
+                .await?;
+                Ok((release, outcome))
+            }
+            .await;
+            let (release, outcome) = stage
+                .finish(result, EventKind::Succeeded, |(r, _)| Details {
+                    ami: Some(r.image().id.clone()),
+                    commit: Some(r.commit().to_string()),
+                    env: None,
+                })
+                .await?;
+            Ok(output::task(cli.output, name, &release, &outcome))
         }
         Command::Promote { to, commit } => {
             let config = Config::load(&cli.config)?;
             let plan = PromotePlan::new(&config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
+            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let flip = promote::promote(
+            let stage = StageRun::begin(
+                &notifier,
+                &config.app,
+                "promote",
+                to.as_deref(),
+                Some(commit.as_str()),
+                &actor,
+            );
+            let result = promote::promote(
                 &plan,
                 &ports,
                 to.as_deref(),
                 &commit,
                 &Interrupt::on_signals(),
             )
-            .await?;
+            .await;
+            let flip = stage
+                .finish(result, EventKind::Promoted, flip_details)
+                .await?;
             Ok(output::flip(cli.output, &flip))
         }
         Command::Rollback => {
             let config = Config::load(&cli.config)?;
             let plan = PromotePlan::new(&config)?;
+            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let flip = promote::rollback(&plan, &ports, &Interrupt::on_signals()).await?;
+            let stage = StageRun::begin(&notifier, &config.app, "rollback", None, None, &actor);
+            let result = promote::rollback(&plan, &ports, &Interrupt::on_signals()).await;
+            let flip = stage
+                .finish(result, EventKind::RolledBack, flip_details)
+                .await?;
             Ok(output::flip(cli.output, &flip))
         }
         Command::Status => {
@@ -239,14 +299,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
             let plan = BuildPlan::new(&config);
+            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
             let ports = BuildPorts {
                 images: &ec2,
                 instances: &ec2,
             };
-            let outcome = Release::tested(&config.app, commit)
-                .build(&plan, ports, &RunId::new(), &Interrupt::on_signals())
+            let stage = StageRun::begin(
+                &notifier,
+                &config.app,
+                "build",
+                None,
+                Some(commit.as_str()),
+                &actor,
+            );
+            let result = Release::tested(&config.app, commit)
+                .build(&plan, ports, stage.id(), &Interrupt::on_signals())
+                .await;
+            let outcome = stage
+                .finish(result, EventKind::Succeeded, |o| Details {
+                    ami: Some(o.release.image().id.clone()),
+                    ..Details::default()
+                })
                 .await?;
             Ok(output::build(cli.output, &outcome))
         }
@@ -279,10 +354,59 @@ fn promote_ports<'a>(
     }
 }
 
-/// What `deploy` deploys: a commit's AMI, or an AMI named by id.
+/// What `deploy` and `task` run: a commit's AMI, or an AMI named by id.
 enum Source {
     Commit(Commit),
     Ami(String),
+}
+
+impl Source {
+    /// From `--ami` or `--commit` (default: the CI's commit, then git).
+    fn from_args(
+        ami: Option<&str>,
+        commit: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Source> {
+        match ami {
+            Some(id) if id.starts_with("ami-") => Ok(Source::Ami(id.to_string())),
+            Some(id) => Err(Error::Input(format!(
+                "--ami {id:?} is not an AMI id (ami-...)"
+            ))),
+            None => Ok(Source::Commit(commit::resolve(commit, env)?)),
+        }
+    }
+
+    fn commit(&self) -> Option<&str> {
+        match self {
+            Source::Commit(c) => Some(c.as_str()),
+            Source::Ami(_) => None,
+        }
+    }
+
+    /// The built release: the commit's AMI, or the named AMI's release.
+    async fn release(&self, ec2: &Ec2, config: &Config) -> Result<Release<Built>> {
+        match self {
+            Source::Ami(id) => {
+                Release::<Built>::from_image(ec2, &config.region, &config.app, id).await
+            }
+            Source::Commit(commit) => {
+                Release::<Built>::find(ec2, &config.region, &config.app, commit)
+                    .await?
+                    .ok_or_else(|| Error::NotBuilt {
+                        commit: commit.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+/// What a promote or rollback tells its webhooks: the slot and its commit.
+fn flip_details(flip: &Flip) -> Details {
+    Details {
+        ami: None,
+        env: Some(flip.to.clone()),
+        commit: flip.commit.clone(),
+    }
 }
 
 /// The one SdkConfig: the standard credential chain, the config's region,
@@ -306,13 +430,6 @@ fn init_logging(cli: &Cli) {
     let filter = std::env::var("PIPELINE_LOG")
         .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
     // `test` streams its command's output, which is its progress.
-    let stage = matches!(
-        cli.command,
-        Command::Build { .. }
-            | Command::Deploy { .. }
-            | Command::Promote { .. }
-            | Command::Rollback
-            | Command::Status
-    );
+    let stage = cli.command.stage().is_some() || matches!(cli.command, Command::Status);
     progress::init(&filter, stage);
 }

@@ -4,10 +4,12 @@
 use std::process::ExitCode;
 
 use pipeline_core::config::BaseImage;
+use pipeline_core::release::{Built, Release};
 use pipeline_core::stages::build::{BuildOutcome, BuildPlan};
 use pipeline_core::stages::deploy::{DeployOutcome, DeployPlan};
 use pipeline_core::stages::promote::{Flip, Live, PromotePlan};
 use pipeline_core::stages::status::EnvStatus;
+use pipeline_core::stages::task::TaskOutcome;
 use pipeline_core::stages::test::TestOutcome;
 use pipeline_core::{Error, ErrorKind};
 use serde_json::{Value, json};
@@ -112,6 +114,14 @@ pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
                 state.image.id,
                 state.instances.join(", ")
             );
+            for task in &out.tasks {
+                println!(
+                    "task {}: ok in {:.0}s on {}",
+                    task.name,
+                    secs(task.duration),
+                    task.instance
+                );
+            }
             if !out.removed.is_empty() {
                 println!("removed: {}", out.removed.join(", "));
             }
@@ -132,11 +142,49 @@ pub fn deploy(format: OutputFormat, out: &DeployOutcome) -> ExitCode {
                     "new": state.instances,
                     "removed": out.removed,
                     "cleaned": out.cleaned,
+                    "tasks": out.tasks.iter().map(task_json).collect::<Vec<_>>(),
                     "run": out.run.as_str(),
                     "phases": phases,
                     "duration_secs": secs(out.duration),
                 })
             );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn task_json(task: &TaskOutcome) -> Value {
+    json!({
+        "name": task.name,
+        "instance": task.instance,
+        "duration_secs": secs(task.duration),
+    })
+}
+
+/// Prints a release task run by hand.
+pub fn task(
+    format: OutputFormat,
+    env: &str,
+    release: &Release<Built>,
+    out: &TaskOutcome,
+) -> ExitCode {
+    crate::progress::finish(true);
+    match format {
+        OutputFormat::Text => println!(
+            "task {} in {env}: ok in {:.0}s ({} of {} on {})",
+            out.name,
+            secs(out.duration),
+            release.image().id,
+            release.commit().short(),
+            out.instance
+        ),
+        OutputFormat::Json => {
+            let mut body = task_json(out);
+            body["ok"] = true.into();
+            body["env"] = env.into();
+            body["ami"] = release.image().id.clone().into();
+            body["commit"] = release.commit().as_str().into();
+            println!("{body}");
         }
     }
     ExitCode::SUCCESS

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
@@ -32,6 +33,117 @@ pub struct Config {
     /// The blue/green flip between two production slots.
     #[serde(default)]
     pub promote: Option<PromoteConfig>,
+    /// Webhooks told about stage events (started, succeeded, failed,
+    /// promoted, rolled_back).
+    #[serde(default)]
+    pub notify: Vec<WebhookConfig>,
+}
+
+/// One webhook of the `notify` list: where events are POSTed, as JSON.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL (http or https). Give this or `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The name of an environment variable holding the URL, for URLs that
+    /// are secrets (a Slack incoming webhook is).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// A header carrying a secret, its value read from an environment variable.
+    #[serde(default)]
+    pub secret_header: Option<SecretHeader>,
+    /// Which events to send [default: all].
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+    /// How long one delivery attempt may take.
+    #[serde(default = "default_webhook_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+    /// How many attempts before giving up with a warning.
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// The wait before the first retry; doubled before each next one.
+    #[serde(default = "default_webhook_backoff", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub backoff: Duration,
+}
+
+/// `secret_header`: a header whose value comes from the environment, so
+/// the secret is never in the config file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretHeader {
+    /// The header's name, e.g. `X-Pipeline-Token`.
+    pub name: String,
+    /// The environment variable holding its value.
+    pub env: String,
+}
+
+/// A stage event a webhook can be told about.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    serde::Serialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A stage began.
+    Started,
+    /// A stage (test, build, deploy, task) finished its work.
+    Succeeded,
+    /// A stage failed (and left things safe).
+    Failed,
+    /// Promote moved traffic to a slot.
+    Promoted,
+    /// Rollback moved traffic back.
+    RolledBack,
+}
+
+impl EventKind {
+    /// Every event, in the order a run can emit them.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Started,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Promoted,
+        EventKind::RolledBack,
+    ];
+
+    /// Its name in the config and in the JSON sent (`rolled_back`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled_back",
+        }
+    }
+}
+
+fn all_events() -> Vec<EventKind> {
+    EventKind::ALL.to_vec()
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+fn default_webhook_backoff() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// The `promote` section: the public record and the two slots it flips between.
@@ -261,6 +373,46 @@ pub struct EnvironmentConfig {
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
+    /// One-off release tasks (database migrations, say), by name, run in
+    /// the order written, each on a one-shot instance from the release's AMI.
+    #[serde(default)]
+    pub tasks: IndexMap<String, TaskConfig>,
+}
+
+/// One release task: a command run once per release on its own instance.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// The shell command, run with the environment's settings exported
+    /// (e.g. `bin/rails db:migrate`).
+    pub command: String,
+    /// When a deploy runs it.
+    #[serde(default)]
+    pub when: TaskWhen,
+    /// The deadline for the task instance to run the command and power off.
+    #[serde(default = "default_task_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+    /// Instance type of the task instance [default: the environment's].
+    #[serde(default)]
+    pub instance_type: Option<String>,
+}
+
+/// When a deploy runs a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskWhen {
+    /// Once the new instances run, before any of them takes traffic.
+    #[default]
+    BeforeTraffic,
+    /// Before the new instances are launched.
+    BeforeLaunch,
+    /// Never by itself: only `pipeline task` runs it.
+    Manual,
+}
+
+fn default_task_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 /// Which balancer an environment serves behind.
@@ -450,6 +602,9 @@ impl Config {
         }
         if let Some(promote) = &self.promote {
             promote.validate(&self.environments)?;
+        }
+        for (i, hook) in self.notify.iter().enumerate() {
+            hook.validate(&format!("notify[{i}]"))?;
         }
         Ok(())
     }
@@ -661,6 +816,19 @@ impl EnvironmentConfig {
                 key("settings")
             ));
         }
+        for (task, t) in &self.tasks {
+            let k = key(&format!("tasks.{task}"));
+            check_name(&key("tasks"), task, 32)?;
+            if t.command.trim().is_empty() {
+                return Err(format!("{k}.command: give the command to run"));
+            }
+            if t.timeout.is_zero() {
+                return Err(format!("{k}.timeout: must be more than zero"));
+            }
+            if let Some(instance_type) = &t.instance_type {
+                check_instance_type(&format!("{k}.instance_type"), instance_type)?;
+            }
+        }
         for setting in self.settings.keys() {
             let ok = setting
                 .bytes()
@@ -693,6 +861,69 @@ impl EnvironmentConfig {
         script.push_str(SETTINGS_DELIMITER);
         script.push('\n');
         script
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        match (&self.url, &self.url_env) {
+            (Some(url), None) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    // The URL may be a secret: name the key, not the value.
+                    return Err(format!("{key}.url: must start with https:// or http://"));
+                }
+            }
+            (None, Some(var)) => check_env_name(&format!("{key}.url_env"), var)?,
+            _ => {
+                return Err(format!(
+                    "{key}: give the webhook's `url`, or `url_env` naming the environment variable that holds it"
+                ));
+            }
+        }
+        if let Some(header) = &self.secret_header {
+            let ok = !header.name.is_empty()
+                && header
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "{key}.secret_header.name: {:?} is not an HTTP header name",
+                    header.name
+                ));
+            }
+            check_env_name(&format!("{key}.secret_header.env"), &header.env)?;
+        }
+        if self.events.is_empty() {
+            return Err(format!(
+                "{key}.events: name at least one of started, succeeded, failed, promoted, rolled_back (or leave it out for all)"
+            ));
+        }
+        if self.attempts == 0 || self.attempts > 10 {
+            return Err(format!("{key}.attempts: must be 1 to 10"));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(60) {
+            return Err(format!(
+                "{key}.timeout: must be more than zero and at most 60s"
+            ));
+        }
+        if self.backoff > Duration::from_secs(60) {
+            return Err(format!("{key}.backoff: must be at most 60s"));
+        }
+        Ok(())
+    }
+}
+
+fn check_env_name(key: &str, name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {name:?} is not an environment variable name"
+        ))
     }
 }
 
@@ -831,6 +1062,67 @@ environments:
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, "pipeline.yaml")
+    }
+
+    #[test]
+    fn the_documented_full_example_is_valid() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```yaml\n").expect("a yaml block") + 8;
+        let end = start + doc[start..].find("```").expect("its end");
+        let config = parse(&doc[start..end]).unwrap();
+        let tasks = &config.environments["prod1"].tasks;
+        assert_eq!(tasks["migrate"].when, TaskWhen::BeforeTraffic);
+        assert_eq!(tasks["migrate"].timeout, Duration::from_secs(20 * 60));
+        assert_eq!(config.notify.len(), 2);
+        assert_eq!(config.notify[0].events.len(), 4);
+        assert_eq!(config.notify[1].events, EventKind::ALL);
+        assert_eq!(config.notify[1].attempts, 3);
+    }
+
+    #[test]
+    fn tasks_and_webhooks_are_checked() {
+        let with = |extra: &str| parse(&format!("{GOOD}{extra}"));
+        let task = |body: &str| with(&format!("    tasks:\n      migrate:\n{body}"));
+        assert!(task("        command: bin/migrate\n        when: before_launch\n").is_ok());
+        let err = task("        command: \" \"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("environments.staging.tasks.migrate.command"),
+            "{err}"
+        );
+        let err = task("        command: x\n        when: later\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `later`"), "{err}");
+        let err = with("    tasks:\n      Migrate: { command: x }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environments.staging.tasks"), "{err}");
+
+        let hook = |body: &str| with(&format!("notify:\n  - {body}\n"));
+        assert!(hook("{ url: \"https://hooks.example.com/x\" }").is_ok());
+        let err = hook("{ events: [failed] }").unwrap_err().to_string();
+        assert!(err.contains("notify[0]: give the webhook's `url`"), "{err}");
+        let err = hook("{ url: \"ftp://secret@host/path\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify[0].url: must start with https://"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("secret@host"),
+            "the URL may be a secret: {err}"
+        );
+        let err = hook("{ url_env: \"1BAD\" }").unwrap_err().to_string();
+        assert!(err.contains("notify[0].url_env"), "{err}");
+        let err = hook("{ url_env: HOOK, attempts: 0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notify[0].attempts: must be 1 to 10"), "{err}");
+        let err = hook("{ url_env: HOOK, events: [deployed] }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `deployed`"), "{err}");
     }
 
     fn message(text: &str) -> String {

@@ -85,6 +85,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A release task ran and failed (or never reported how it ended). A
+    /// deploy it belonged to was rolled back; the old fleet still serves.
+    #[error("task {task} failed: {reason}")]
+    TaskFailed {
+        /// The task's name.
+        task: String,
+        /// Its exit status, or why there is none.
+        reason: String,
+    },
+
     /// The user's test command ran and failed.
     #[error("test command failed: {0}")]
     TestFailed(String),
@@ -114,6 +124,7 @@ impl Error {
             | Error::NotBuilt { .. }
             | Error::DeployFailed { .. }
             | Error::GuardFailed { .. }
+            | Error::TaskFailed { .. }
             | Error::TestFailed(_)
             | Error::Interrupted => ErrorKind::Failed,
         }

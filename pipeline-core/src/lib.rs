@@ -32,6 +32,8 @@
 //! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).
 //! - [`error`]: the one error type and how it maps to exit codes.
 //! - [`iam`]: the least-privilege IAM policy the configured stages need.
+//! - [`notify`]: stage events to webhooks, in the background, bounded.
+//! - [`run`]: a stage run: who started it, and the events around it.
 
 #![deny(missing_docs)]
 
@@ -39,8 +41,10 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod iam;
+pub mod notify;
 pub mod ports;
 pub mod release;
+pub mod run;
 pub mod stages;
 pub mod wait;
 

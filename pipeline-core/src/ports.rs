@@ -16,7 +16,7 @@ pub mod tag {
     pub const APP: &str = "pipeline:app";
     /// The full commit SHA a resource was made from.
     pub const COMMIT: &str = "pipeline:commit";
-    /// What a resource is for: `builder` or `app`.
+    /// What a resource is for: `builder`, `app` or `task`.
     pub const ROLE: &str = "pipeline:role";
     /// The environment an app instance serves.
     pub const ENV: &str = "pipeline:env";
@@ -26,6 +26,10 @@ pub mod tag {
     pub const ROLE_BUILDER: &str = "builder";
     /// `pipeline:role` of an app image or app instance.
     pub const ROLE_APP: &str = "app";
+    /// `pipeline:role` of a one-shot release task instance.
+    pub const ROLE_TASK: &str = "task";
+    /// The release task a task instance runs.
+    pub const TASK: &str = "pipeline:task";
 }
 
 /// Tags as key -> value, ordered so requests are deterministic.
@@ -70,6 +74,8 @@ pub struct InstanceStatus {
     pub state: String,
     /// Why it is in that state, if EC2 says (e.g. `Client.InstanceInitiatedShutdown`).
     pub reason: Option<String>,
+    /// Its tags (a task instance reports its verdict in one).
+    pub tags: Tags,
 }
 
 /// What the OS does when it powers itself off.
@@ -106,11 +112,14 @@ pub struct LaunchSpec {
     pub tags: Tags,
 }
 
-/// An app instance of one environment, as found through its tags.
+/// An instance of one environment (an app instance, or a release task's
+/// one-shot instance), as found through its tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppInstance {
     /// The instance id.
     pub id: String,
+    /// Its `pipeline:role` tag: `app` or `task`.
+    pub role: String,
     /// Its EC2 state name.
     pub state: String,
     /// Its `pipeline:commit` tag.
@@ -365,6 +374,7 @@ pub trait Instances: Send + Sync {
     /// The instance's console output (decoded), empty if there is none yet.
     async fn console_output(&self, id: &str) -> Result<String>;
 
-    /// The app instances of `app` in `env` that are not terminated, in one call.
+    /// The instances of `app` in `env` (roles `app` and `task`) that are
+    /// not terminated, in one call.
     async fn app_instances(&self, app: &str, env: &str) -> Result<Vec<AppInstance>>;
 }

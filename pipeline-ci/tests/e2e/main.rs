@@ -10,6 +10,8 @@
 //! - `build`: baking, reuse, timeout, interrupt, copies.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
+//! - `tasks`: release tasks before traffic, by hand, and failing.
+//! - `notify`: webhook events to a local receiver, one of them down.
 //! - `iam`: the printed IAM policy grants every call the stages make.
 //! - `progress`: live in a tmux pane, plain in CI.
 //! - `integrations`: the CI integrations validate against their schemas,
@@ -20,6 +22,8 @@ mod cli;
 mod deploy;
 mod iam;
 mod integrations;
+mod notify;
 mod progress;
 mod promote;
 mod support;
+mod tasks;

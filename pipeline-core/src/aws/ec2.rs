@@ -306,6 +306,7 @@ impl Instances for Ec2 {
                     .state_reason()
                     .and_then(|r| r.message().or(r.code()))
                     .map(str::to_string),
+                tags: tags_of(instance.tags()),
             })
             .collect())
     }
@@ -344,7 +345,13 @@ impl Instances for Ec2 {
             .describe_instances()
             .filters(filter(&format!("tag:{}", tag::APP), app))
             .filters(filter(&format!("tag:{}", tag::ENV), env))
-            .filters(filter(&format!("tag:{}", tag::ROLE), tag::ROLE_APP))
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tag::ROLE))
+                    .values(tag::ROLE_APP)
+                    .values(tag::ROLE_TASK)
+                    .build(),
+            )
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -370,6 +377,7 @@ impl Instances for Ec2 {
                 };
                 AppInstance {
                     id: instance.instance_id().unwrap_or_default().to_string(),
+                    role: tag_value(tag::ROLE),
                     state: state_name(instance),
                     commit: tag_value(tag::COMMIT),
                     run: tag_value(tag::RUN),
@@ -378,6 +386,17 @@ impl Instances for Ec2 {
             })
             .collect())
     }
+}
+
+fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
 }
 
 fn state_name(instance: &aws_sdk_ec2::types::Instance) -> String {

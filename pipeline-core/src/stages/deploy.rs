@@ -8,19 +8,26 @@
 //! leaves, the new instances are deregistered and terminated and the old
 //! ones keep serving. Leftovers of a killed run (tagged for this environment
 //! but not in the balancer) are terminated before the deploy starts.
+//!
+//! The environment's release tasks ([`super::task`]) run on the way:
+//! `before_launch` ones first, `before_traffic` ones once the new fleet runs
+//! and before it is registered (in Auto Scaling mode, where the group
+//! registers what it launches, before the group is raised). A failed task
+//! fails the deploy the same safe way.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, TaskWhen};
 use crate::error::{Error, Result};
 use crate::ports::{
     AppInstance, AutoScaling, Balancer, GroupState, Image, Instances, LaunchSpec,
     ShutdownBehaviour, Tags, tag,
 };
 use crate::release::{Built, Deployed, Release, RunId};
+use crate::stages::task::{self, TaskOutcome, TaskPlan};
 use crate::wait::{self, Interrupt, Poll, Progress};
 
 /// Everything a deploy to one environment needs, checked and derived from the config.
@@ -52,6 +59,9 @@ pub struct DeployPlan {
     pub drain_cap: Duration,
     /// The Auto Scaling group that owns the instances, if any.
     pub auto_scaling_group: Option<String>,
+    /// The environment's release tasks, in order (`manual` ones included;
+    /// a deploy skips them).
+    pub tasks: Vec<TaskPlan>,
 }
 
 impl DeployPlan {
@@ -86,6 +96,7 @@ impl DeployPlan {
             healthy_for: e.healthy_for,
             drain_cap: e.drain_timeout,
             auto_scaling_group: e.auto_scaling_group.clone(),
+            tasks: TaskPlan::all(config, env)?,
         })
     }
 }
@@ -93,7 +104,8 @@ impl DeployPlan {
 /// How long one phase of a deploy took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {
-    /// `inspect`, `launch`, `boot`, `register`, `health`, `drain` or `terminate`.
+    /// `inspect`, `tasks`, `launch`, `boot`, `register`, `health`, `drain`
+    /// or `terminate`.
     pub name: &'static str,
     /// Its wall time.
     pub duration: Duration,
@@ -110,6 +122,8 @@ pub struct DeployOutcome {
     pub removed: Vec<String>,
     /// The run id tagged on the new instances.
     pub run: RunId,
+    /// The release tasks that ran, in order.
+    pub tasks: Vec<TaskOutcome>,
     /// Each phase's wall time, in order.
     pub phases: Vec<Phase>,
     /// Wall time of the stage.
@@ -173,8 +187,10 @@ impl Release<Built> {
             template_version: None,
             interrupt,
             phases: Vec::new(),
+            tasks: Vec::new(),
+            run,
         };
-        swap.run(self, run, started).await
+        swap.run(self, started).await
     }
 }
 
@@ -188,6 +204,9 @@ struct Swap<'a> {
     template_version: Option<String>,
     interrupt: &'a Interrupt,
     phases: Vec<Phase>,
+    /// The release tasks run so far.
+    tasks: Vec<TaskOutcome>,
+    run: &'a RunId,
 }
 
 impl Swap<'_> {
@@ -201,13 +220,9 @@ impl Swap<'_> {
         now
     }
 
-    async fn run(
-        mut self,
-        release: Release<Built>,
-        run: &RunId,
-        started: Instant,
-    ) -> Result<DeployOutcome> {
+    async fn run(mut self, release: Release<Built>, started: Instant) -> Result<DeployOutcome> {
         let plan = self.plan;
+        let run = self.run;
         let image = release.image().clone();
         tracing::info!(
             "deploying {} ({}) to {}: {} instance(s) behind {}",
@@ -255,6 +270,18 @@ impl Swap<'_> {
         t = self.phase("inspect", t);
         self.interrupt.check()?;
 
+        // Tasks before launch (and, in group mode, before traffic: the
+        // group registers what it launches).
+        let early: &[TaskWhen] = if group_state.is_some() {
+            &[TaskWhen::BeforeLaunch, TaskWhen::BeforeTraffic]
+        } else {
+            &[TaskWhen::BeforeLaunch]
+        };
+        if self.has_tasks(early) {
+            self.run_tasks(early, &release).await?;
+            t = self.phase("tasks", t);
+        }
+
         // launch .. health: on any failure the new fleet goes, the old stays.
         let mut new = Vec::new();
         let mut registered = false;
@@ -265,7 +292,7 @@ impl Swap<'_> {
                     .await
             }
             None => {
-                self.bring_up(&image, &tags, &mut new, &mut registered, t)
+                self.bring_up(&release, &tags, &mut new, &mut registered, t)
                     .await
             }
         };
@@ -314,6 +341,7 @@ impl Swap<'_> {
             cleaned,
             removed: old,
             run: run.clone(),
+            tasks: self.tasks,
             phases: self.phases,
             duration: started.elapsed(),
         };
@@ -342,15 +370,39 @@ impl Swap<'_> {
         ])
     }
 
+    fn has_tasks(&self, when: &[TaskWhen]) -> bool {
+        self.plan.tasks.iter().any(|t| when.contains(&t.when))
+    }
+
+    /// Runs the plan's tasks whose `when` is in `when`, in order; the first
+    /// failure stops the deploy.
+    async fn run_tasks(&mut self, when: &[TaskWhen], release: &Release<Built>) -> Result<()> {
+        for plan in self.plan.tasks.iter().filter(|t| when.contains(&t.when)) {
+            self.interrupt.check()?;
+            let outcome = task::run(
+                plan,
+                self.instances,
+                release.image(),
+                release.commit(),
+                self.run,
+                self.interrupt,
+            )
+            .await?;
+            self.tasks.push(outcome);
+        }
+        Ok(())
+    }
+
     async fn bring_up(
         &mut self,
-        image: &Image,
+        release: &Release<Built>,
         tags: &Tags,
         new: &mut Vec<String>,
         registered: &mut bool,
         t: Instant,
     ) -> Result<()> {
         let plan = self.plan;
+        let image = release.image();
         let deadline = Instant::now() + plan.health_poll.deadline;
         for (subnet, count) in spread(plan.count, &plan.subnets) {
             let spec = LaunchSpec {
@@ -369,7 +421,7 @@ impl Swap<'_> {
         }
         tracing::info!("launched {}", new.join(", "));
         let t = self.phase("launch", t);
-        self.register_when_healthy(new, registered, deadline, t)
+        self.register_when_healthy(new, registered, deadline, Some(release), t)
             .await
     }
 
@@ -435,16 +487,19 @@ impl Swap<'_> {
         .await?;
         tracing::info!("{name} launched {}", new.join(", "));
         let t = self.phase("launch", t);
-        self.register_when_healthy(new, registered, deadline, t)
+        self.register_when_healthy(new, registered, deadline, None, t)
             .await
     }
 
-    /// Waits until `new` runs, registers it, waits until it is healthy.
+    /// Waits until `new` runs, runs the `before_traffic` tasks of `release`
+    /// (given outside group mode), registers the fleet, waits until it is
+    /// healthy.
     async fn register_when_healthy(
         &mut self,
         new: &[String],
         registered: &mut bool,
-        deadline: Instant,
+        mut deadline: Instant,
+        tasks_of: Option<&Release<Built>>,
         mut t: Instant,
     ) -> Result<()> {
         let plan = self.plan;
@@ -454,6 +509,16 @@ impl Swap<'_> {
         };
         self.await_running(new, poll(deadline)).await?;
         t = self.phase("boot", t);
+
+        if let Some(release) = tasks_of
+            && self.has_tasks(&[TaskWhen::BeforeTraffic])
+        {
+            let began = Instant::now();
+            self.run_tasks(&[TaskWhen::BeforeTraffic], release).await?;
+            // Tasks have deadlines of their own; health keeps its budget.
+            deadline += began.elapsed();
+            t = self.phase("tasks", t);
+        }
 
         self.balancer.register(new).await?;
         *registered = true;

@@ -18,7 +18,7 @@
 
 use crate::config::{Config, RecordType};
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, healthy_ids};
+use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, healthy_ids, tag};
 use crate::release::Commit;
 use crate::wait::{self, Interrupt, Poll, Progress};
 
@@ -333,7 +333,8 @@ async fn guard(
     commit: Option<&Commit>,
 ) -> Result<(usize, Option<String>)> {
     let name = &plan.slots[slot];
-    let instances = ports.instances.app_instances(&plan.app, name).await?;
+    let mut instances = ports.instances.app_instances(&plan.app, name).await?;
+    instances.retain(|i| i.role == tag::ROLE_APP);
     let healthy = healthy_ids(ports.balancers[slot]).await?;
     let serving: Vec<_> = instances
         .iter()

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
-use crate::ports::{Balancer, Instances, healthy_ids};
+use crate::ports::{Balancer, Instances, healthy_ids, tag};
 
 /// One environment's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,8 @@ pub async fn status(
 ) -> Result<Vec<EnvStatus>> {
     let mut out = Vec::with_capacity(environments.len());
     for (name, balancer) in environments {
-        let members = instances.app_instances(app, name).await?;
+        let mut members = instances.app_instances(app, name).await?;
+        members.retain(|i| i.role == tag::ROLE_APP);
         let healthy = healthy_ids(*balancer).await?;
         let mut commits = BTreeMap::new();
         for i in &members {

@@ -102,6 +102,7 @@ fn builder(
             id: "i-builder".into(),
             state: if n < running_polls { "running" } else { last }.into(),
             reason: None,
+            tags: Tags::new(),
         }])
     });
     instances

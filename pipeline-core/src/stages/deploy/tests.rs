@@ -1,5 +1,6 @@
 //! Unit tests of the deploy stage's logic, through mocks of the ports.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -31,6 +32,28 @@ fn plan(count: u32) -> DeployPlan {
         healthy_for: Duration::ZERO,
         drain_cap: Duration::from_secs(30),
         auto_scaling_group: None,
+        tasks: vec![],
+    }
+}
+
+/// A task of the staging plan; a command containing `fail` exits 1.
+fn task_plan(name: &str, command: &str, when: TaskWhen) -> TaskPlan {
+    TaskPlan {
+        app: "shop".into(),
+        env: "staging".into(),
+        name: name.into(),
+        command: command.into(),
+        when,
+        instance_type: "t3.micro".into(),
+        subnet: Some("subnet-a".into()),
+        security_groups: vec![],
+        instance_profile: None,
+        key_name: None,
+        settings: "#!/bin/sh\n".into(),
+        poll: Poll {
+            interval: Duration::from_secs(5),
+            deadline: Duration::from_secs(600),
+        },
     }
 }
 
@@ -50,6 +73,7 @@ fn built() -> Release<Built> {
 fn app(id: &str) -> AppInstance {
     AppInstance {
         id: id.into(),
+        role: tag::ROLE_APP.into(),
         state: "running".into(),
         commit: "f".repeat(40),
         run: "old-run".into(),
@@ -58,18 +82,34 @@ fn app(id: &str) -> AppInstance {
 }
 
 /// Instances: `current` exist; launches name new ones `i-new<N>` and log the
-/// subnet; `states` is what every new instance reports.
+/// subnet; `states` is what every new instance reports. A task instance
+/// (`pipeline:role=task`) is `i-task-<name>`, reports `stopped` at once and
+/// exits 1 if its command contains `fail`, else 0.
 fn instances(log: &Log, current: Vec<AppInstance>, state: &'static str) -> MockInstances {
     let mut m = MockInstances::new();
     m.expect_app_instances()
         .returning(move |_, _| Ok(current.clone()));
     let l = log.clone();
     let launched = Arc::new(Mutex::new(0));
+    let exits: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
+    let task_exits = exits.clone();
     m.expect_launch().returning(move |spec| {
         assert_eq!(spec.tags[tag::ENV], "staging");
         assert_eq!(spec.tags[tag::COMMIT], SHA);
-        assert_eq!(spec.tags[tag::ROLE], tag::ROLE_APP);
         assert_eq!(spec.image_id, "ami-new");
+        if spec.tags[tag::ROLE] == tag::ROLE_TASK {
+            let name = &spec.tags[tag::TASK];
+            let id = format!("i-task-{name}");
+            let exit = if spec.user_data.contains("fail") {
+                "1"
+            } else {
+                "0"
+            };
+            task_exits.lock().unwrap().insert(id.clone(), exit);
+            l.lock().unwrap().push(format!("task {name} on {id}"));
+            return Ok(vec![id]);
+        }
+        assert_eq!(spec.tags[tag::ROLE], tag::ROLE_APP);
         let mut n = launched.lock().unwrap();
         let ids: Vec<String> = (0..spec.count)
             .map(|_| {
@@ -87,13 +127,24 @@ fn instances(log: &Log, current: Vec<AppInstance>, state: &'static str) -> MockI
     m.expect_statuses().returning(move |ids| {
         Ok(ids
             .iter()
-            .map(|id| InstanceStatus {
-                id: id.clone(),
-                state: state.into(),
-                reason: None,
+            .map(|id| match exits.lock().unwrap().get(id) {
+                Some(exit) => InstanceStatus {
+                    id: id.clone(),
+                    state: "stopped".into(),
+                    reason: None,
+                    tags: Tags::from([(task::EXIT_TAG.to_string(), exit.to_string())]),
+                },
+                None => InstanceStatus {
+                    id: id.clone(),
+                    state: state.into(),
+                    reason: None,
+                    tags: Tags::new(),
+                },
             })
             .collect())
     });
+    m.expect_console_output()
+        .returning(|_| Ok("boot\nmigration 42 failed\n".into()));
     let l = log.clone();
     m.expect_terminate().returning(move |ids| {
         l.lock()
@@ -547,6 +598,82 @@ async fn group_mode_failure_restores_the_group() {
             "terminate i-newg1,i-newg2",
             "update v4 desired 2 max 3",
             "resume",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_run_in_order_before_launch_and_before_traffic() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::ZERO, true);
+    let mut plan = plan(1);
+    plan.tasks = vec![
+        task_plan("migrate", "bin/migrate", TaskWhen::BeforeTraffic),
+        task_plan("backup", "bin/backup", TaskWhen::BeforeLaunch),
+        task_plan("reindex", "bin/reindex", TaskWhen::Manual),
+        task_plan("warm", "bin/warm", TaskWhen::BeforeTraffic),
+    ];
+    let out = deploy(&plan, &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of(&log),
+        [
+            "task backup on i-task-backup",
+            "terminate i-task-backup",
+            "launch subnet-a i-new1",
+            "task migrate on i-task-migrate",
+            "terminate i-task-migrate",
+            "task warm on i-task-warm",
+            "terminate i-task-warm",
+            "register i-new1",
+            "deregister i-old1",
+            "terminate i-old1",
+        ]
+    );
+    let ran: Vec<&str> = out.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(ran, ["backup", "migrate", "warm"]);
+    let phases: Vec<&str> = out.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        phases,
+        [
+            "inspect",
+            "tasks",
+            "launch",
+            "boot",
+            "tasks",
+            "register",
+            "health",
+            "drain",
+            "terminate"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_task_aborts_before_traffic_and_keeps_the_old_fleet() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::ZERO, true);
+    let mut plan = plan(2);
+    plan.tasks = vec![
+        task_plan("migrate", "bin/migrate --fail", TaskWhen::BeforeTraffic),
+        task_plan("warm", "bin/warm", TaskWhen::BeforeTraffic),
+    ];
+    let err = deploy(&plan, &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TaskFailed { .. }), "{err}");
+    assert!(err.to_string().contains("exited with status 1"), "{err}");
+    assert_eq!(
+        log_of(&log),
+        [
+            "launch subnet-a i-new1",
+            "launch subnet-b i-new2",
+            "task migrate on i-task-migrate",
+            "terminate i-task-migrate",
+            "terminate i-new1,i-new2",
         ]
     );
 }

@@ -68,6 +68,7 @@ fn instances(prod2_commit: &'static str) -> MockInstances {
         Ok((0..2)
             .map(|n| AppInstance {
                 id: format!("i-{env}-{n}"),
+                role: "app".into(),
                 state: "running".into(),
                 commit: commit.into(),
                 run: "r".into(),
@@ -283,6 +284,7 @@ async fn first_promote_creates_the_record() {
         Ok((0..2)
             .map(|n| AppInstance {
                 id: format!("i-{env}-{n}"),
+                role: "app".into(),
                 state: "running".into(),
                 commit: SHA.into(),
                 run: "r".into(),

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use pipeline_core::config::parse_duration;
 
 /// Immutable-AMI delivery for AWS: test a commit, bake its AMI, deploy it,
 /// flip traffic between two production slots.
 ///
 /// Exit codes: 0 done; 1 the stage failed and left things safe;
-/// 2 bad input or config, nothing was changed.
+/// 2 bad input or config, nothing was changed; 3 another run holds the
+/// environment's lock.
 /// AWS settings come from the standard chain (env, profiles, SSO, instance
 /// role); AWS_ENDPOINT_URL is honoured.
 #[derive(Debug, Parser)]
@@ -34,6 +36,12 @@ pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// How long to wait for a lock another run holds (e.g. 10m); 0 fails at
+    /// once with exit code 3. A waiting deploy is superseded (exit 0) when
+    /// a newer one queues behind it.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -66,6 +74,9 @@ pub enum Command {
         /// The commit to bake [default: the CI's commit variable, then `git rev-parse HEAD`].
         #[arg(long)]
         commit: Option<String>,
+        /// Bake even though `pipeline test` recorded no pass for the commit (recorded in the ledger).
+        #[arg(long)]
+        skip_test_gate: bool,
     },
     /// Swap fresh instances of the commit's AMI in behind an environment's
     /// balancer; the old ones leave only once every new one is healthy.
@@ -108,7 +119,36 @@ pub enum Command {
     /// Point the public record back at the other slot (it must still be healthy).
     Rollback,
     /// Show what each environment runs, how healthy it is, and which slot is live.
-    Status,
+    Status {
+        /// Also write a one-page HTML dashboard (with the last ledger events) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+    },
+    /// Print the audit ledger: who ran which stage, where, when, how it ended.
+    History {
+        /// Only this environment's entries.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        /// How many entries, newest first.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Remove an environment's lock by hand (when its holder is dead); recorded in the ledger.
+    Unlock {
+        /// The environment (or `gc`, `build-<sha12>`) whose lock to remove.
+        #[arg(long, value_name = "NAME")]
+        env: String,
+    },
+    /// Deregister old AMIs of this app (and their snapshots) beyond the newest N,
+    /// never one in use; terminate orphaned builder and task instances.
+    Gc {
+        /// How many of the newest AMIs to keep, besides those in use.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        keep: usize,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the least-privilege IAM policy the configured stages need
     /// (offline: reads only the config).
     IamPolicy,
@@ -134,6 +174,8 @@ impl Command {
             Command::Task { .. } => Some("task"),
             Command::Promote { .. } => Some("promote"),
             Command::Rollback => Some("rollback"),
+            Command::Gc { .. } => Some("gc"),
+            Command::Unlock { .. } => Some("unlock"),
             _ => None,
         }
     }

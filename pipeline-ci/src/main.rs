@@ -9,26 +9,33 @@
 //! - `ci`: which CI system runs the step, who started it, the job URL.
 //! - `commit`: which commit a step is about (flag, CI variables, git).
 //! - `output`: results on stdout, errors on stderr, exit codes.
+//! - `dashboard`: `status --html`, a one-page static dashboard.
 //! - `progress`: live progress on a terminal, plain log lines in CI.
 
 mod ci;
 mod cli;
 mod commit;
+mod dashboard;
 mod output;
 mod progress;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use pipeline_core::aws::s3::StateBucket;
 use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2, route53::Route53};
 use pipeline_core::config::Config;
 use pipeline_core::config::EventKind;
+use pipeline_core::ledger::Ledger;
+use pipeline_core::lock;
 use pipeline_core::notify::Notifier;
 use pipeline_core::ports::{AutoScaling, Balancer};
 use pipeline_core::release::{Built, Commit, Release};
-use pipeline_core::run::{Actor, Details, StageRun};
+use pipeline_core::run::{Actor, Begun, Details, StageRun, Tracking};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
 use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
+use pipeline_core::stages::gc::{self, GcPlan, GcPorts};
 use pipeline_core::stages::promote::{self, Flip, PromotePlan, PromotePorts};
 use pipeline_core::stages::status;
 use pipeline_core::stages::task::{self, TaskPlan};
@@ -88,7 +95,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 OutputFormat::Text => Output::Stdout,
                 OutputFormat::Json => Output::Stderr,
             };
-            let outcome = test::run(commit, command, stdout, &Interrupt::on_signals()).await?;
+            // The verdict goes in the ledger when there is a config to
+            // find the state bucket in.
+            let tracked = if cli.config.exists() {
+                let config = Config::load(&cli.config)?;
+                let notifier = Notifier::new(&config.notify, env)?;
+                let sdk = sdk_config(&config).await;
+                Some(tracking(
+                    &config,
+                    &sdk,
+                    actor.clone(),
+                    notifier,
+                    cli.lock_timeout,
+                ))
+            } else {
+                tracing::warn!(
+                    "no {}: the verdict is not recorded, so `pipeline build` will not find it",
+                    cli.config.display()
+                );
+                None
+            };
+            let interrupt = Interrupt::on_signals();
+            let outcome = match &tracked {
+                Some(tracking) => {
+                    let Some(stage) = begin(
+                        tracking,
+                        "test",
+                        None,
+                        Some(commit.as_str()),
+                        &[],
+                        &interrupt,
+                    )
+                    .await?
+                    else {
+                        unreachable!("a run without locks is never superseded")
+                    };
+                    let result = test::run(commit, command, stdout, &interrupt).await;
+                    stage
+                        .finish(result, EventKind::Succeeded, |o| Details {
+                            outcome: Some(if o.passed { "passed" } else { "failed" }),
+                            ..Details::default()
+                        })
+                        .await?
+                }
+                None => test::run(commit, command, stdout, &interrupt).await?,
+            };
             Ok(output::test(cli.output, &outcome))
         }
         Command::Deploy {
@@ -102,14 +153,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
-            let stage = StageRun::begin(
-                &notifier,
-                &config.app,
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            let scopes = [name.clone()];
+            let Some(stage) = begin_queued(
+                &tracking,
                 "deploy",
                 Some(name),
                 source.commit(),
-                &actor,
-            );
+                &scopes,
+                &interrupt,
+                cli.output,
+            )
+            .await?
+            else {
+                return Ok(ExitCode::SUCCESS);
+            };
             let result = async {
                 let release = source.release(&ec2, &config).await?;
                 let environment = &config.environments[name];
@@ -123,16 +182,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     balancer: balancer.as_ref(),
                     auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
                 };
-                release
-                    .deploy(&plan, ports, stage.id(), &Interrupt::on_signals())
-                    .await
+                release.deploy(&plan, ports, stage.id(), &interrupt).await
             }
             .await;
             let outcome = stage
                 .finish(result, EventKind::Succeeded, |o| Details {
                     ami: Some(o.release.state().image.id.clone()),
                     commit: Some(o.release.commit().to_string()),
-                    env: None,
+                    instances: o.release.state().instances.clone(),
+                    ..Details::default()
                 })
                 .await?;
             Ok(output::deploy(cli.output, &outcome))
@@ -149,14 +207,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
-            let stage = StageRun::begin(
-                &notifier,
-                &config.app,
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            let scopes = [name.clone()];
+            let Some(stage) = begin(
+                &tracking,
                 "task",
                 Some(name),
                 source.commit(),
-                &actor,
-            );
+                &scopes,
+                &interrupt,
+            )
+            .await?
+            else {
+                unreachable!("only deploys queue")
+            };
             let result = async {
                 let release = source.release(&ec2, &config).await?;
                 let outcome = task::run(
@@ -165,17 +230,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     release.image(),
                     release.commit(),
                     stage.id(),
-                    &Interrupt::on_signals(),
+                    &interrupt,
                 )
                 .await?;
                 Ok((release, outcome))
             }
             .await;
             let (release, outcome) = stage
-                .finish(result, EventKind::Succeeded, |(r, _)| Details {
+                .finish(result, EventKind::Succeeded, |(r, o)| Details {
                     ami: Some(r.image().id.clone()),
                     commit: Some(r.commit().to_string()),
-                    env: None,
+                    instances: vec![o.instance.clone()],
+                    ..Details::default()
                 })
                 .await?;
             Ok(output::task(cli.output, name, &release, &outcome))
@@ -188,22 +254,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let stage = StageRun::begin(
-                &notifier,
-                &config.app,
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            let Some(stage) = begin(
+                &tracking,
                 "promote",
                 to.as_deref(),
                 Some(commit.as_str()),
-                &actor,
-            );
-            let result = promote::promote(
-                &plan,
-                &ports,
-                to.as_deref(),
-                &commit,
-                &Interrupt::on_signals(),
+                &plan.slots,
+                &interrupt,
             )
-            .await;
+            .await?
+            else {
+                unreachable!("only deploys queue")
+            };
+            let result = promote::promote(&plan, &ports, to.as_deref(), &commit, &interrupt).await;
             let flip = stage
                 .finish(result, EventKind::Promoted, flip_details)
                 .await?;
@@ -216,14 +281,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let stage = StageRun::begin(&notifier, &config.app, "rollback", None, None, &actor);
-            let result = promote::rollback(&plan, &ports, &Interrupt::on_signals()).await;
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            let Some(stage) =
+                begin(&tracking, "rollback", None, None, &plan.slots, &interrupt).await?
+            else {
+                unreachable!("only deploys queue")
+            };
+            let result = promote::rollback(&plan, &ports, &interrupt).await;
             let flip = stage
                 .finish(result, EventKind::RolledBack, flip_details)
                 .await?;
             Ok(output::flip(cli.output, &flip))
         }
-        Command::Status => {
+        Command::Status { html } => {
             let config = Config::load(&cli.config)?;
             let plan = config
                 .promote
@@ -250,12 +321,98 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .collect();
             let live_slot = live.as_ref().and_then(|l| l.slot.as_deref());
             let envs = status::status(&config.app, &environments, &ec2, live_slot).await?;
+            if let Some(file) = html {
+                let store =
+                    StateBucket::new(&sdk, &config.state.bucket, config.state.prefix.as_deref());
+                let events = Ledger::new(Arc::new(store), &config.app)
+                    .history(None, 12)
+                    .await?;
+                let page = dashboard::render(
+                    &config.app,
+                    plan.as_ref().map(|p| p.record.as_str()),
+                    live.as_ref(),
+                    &envs,
+                    &events,
+                );
+                std::fs::write(file, page)
+                    .map_err(|e| Error::Input(format!("cannot write {}: {e}", file.display())))?;
+                tracing::info!("dashboard written to {}", file.display());
+            }
             Ok(output::status(
                 cli.output,
                 plan.as_ref().map(|p| p.record.as_str()),
                 live.as_ref(),
                 &envs,
             ))
+        }
+        Command::History { env: name, limit } => {
+            let config = Config::load(&cli.config)?;
+            if let Some(name) = name
+                && !config.environments.contains_key(name)
+            {
+                DeployPlan::new(&config, name)?;
+            }
+            let sdk = sdk_config(&config).await;
+            let store =
+                StateBucket::new(&sdk, &config.state.bucket, config.state.prefix.as_deref());
+            let entries = Ledger::new(Arc::new(store), &config.app)
+                .history(name.as_deref(), *limit)
+                .await?;
+            Ok(output::history(cli.output, &entries))
+        }
+        Command::Unlock { env: scope } => {
+            let config = Config::load(&cli.config)?;
+            let notifier = Notifier::new(&config.notify, env)?;
+            let sdk = sdk_config(&config).await;
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let Some(mut stage) = begin(
+                &tracking,
+                "unlock",
+                Some(scope),
+                None,
+                &[],
+                &Interrupt::never(),
+            )
+            .await?
+            else {
+                unreachable!("a run without locks is never superseded")
+            };
+            let removed = lock::unlock(&*tracking.ledger.store(), &config.app, scope).await;
+            if let Ok(Some(holder)) = &removed {
+                stage.note(format!("removed the lock of {}", holder.describe()));
+            }
+            let removed = stage
+                .finish(removed, EventKind::Succeeded, |_| Details::default())
+                .await?;
+            Ok(output::unlock(cli.output, scope, removed.as_ref()))
+        }
+        Command::Gc { keep, dry_run } => {
+            let config = Config::load(&cli.config)?;
+            let plan = GcPlan::new(&config, *keep, *dry_run);
+            let notifier = Notifier::new(&config.notify, env)?;
+            let sdk = sdk_config(&config).await;
+            let ec2 = Ec2::new(&sdk, &config.region);
+            let groups = (!plan.groups.is_empty()).then(|| AutoScalingGroups::new(&sdk));
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            let scopes = ["gc".to_string()];
+            let Some(stage) = begin(&tracking, "gc", None, None, &scopes, &interrupt).await? else {
+                unreachable!("only deploys queue")
+            };
+            let ports = GcPorts {
+                images: &ec2,
+                instances: &ec2,
+                auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
+            };
+            let result = gc::gc(&plan, ports, lock::now_ms()).await;
+            let outcome = stage
+                .finish(result, EventKind::Succeeded, |o| Details {
+                    instances: o.orphans.clone(),
+                    outcome: Some(if o.dry_run { "dry-run" } else { "succeeded" }),
+                    ..Details::default()
+                })
+                .await?;
+            Ok(output::gc(cli.output, &outcome))
         }
         Command::Config {
             action: ConfigAction::Check,
@@ -295,7 +452,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let document = pipeline_core::iam::document(&pipeline_core::iam::policy(&config));
             Ok(output::document(cli.output, &document))
         }
-        Command::Build { commit } => {
+        Command::Build {
+            commit,
+            skip_test_gate,
+        } => {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
             let plan = BuildPlan::new(&config);
@@ -306,17 +466,45 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 images: &ec2,
                 instances: &ec2,
             };
-            let stage = StageRun::begin(
-                &notifier,
-                &config.app,
+            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let interrupt = Interrupt::on_signals();
+            // Two builds of one commit would bake it twice: one at a time.
+            let scopes = [format!("build-{}", &commit.as_str()[..12])];
+            let Some(mut stage) = begin(
+                &tracking,
                 "build",
                 None,
                 Some(commit.as_str()),
-                &actor,
-            );
-            let result = Release::tested(&config.app, commit)
-                .build(&plan, ports, stage.id(), &Interrupt::on_signals())
-                .await;
+                &scopes,
+                &interrupt,
+            )
+            .await?
+            else {
+                unreachable!("only deploys queue")
+            };
+            let gate = if *skip_test_gate {
+                tracing::warn!(
+                    "the test gate is skipped (--skip-test-gate); the ledger records it"
+                );
+                stage.note("test gate skipped (--skip-test-gate)");
+                Ok(())
+            } else {
+                tracking.ledger.test_gate(&commit).await.map(|passed| {
+                    tracing::info!(
+                        "test gate: {commit} passed its tests ({} run {})",
+                        passed.actor.as_deref().unwrap_or("?"),
+                        passed.run
+                    );
+                })
+            };
+            let result = match gate {
+                Ok(()) => {
+                    Release::tested(&config.app, commit)
+                        .build(&plan, ports, stage.id(), &interrupt)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let outcome = stage
                 .finish(result, EventKind::Succeeded, |o| Details {
                     ami: Some(o.release.image().id.clone()),
@@ -326,6 +514,64 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(output::build(cli.output, &outcome))
         }
     }
+}
+
+/// What every tracked stage run of this config shares: the ledger and
+/// locks in the state bucket, the webhooks, who runs it.
+fn tracking(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    actor: Actor,
+    notifier: Notifier,
+    lock_timeout: std::time::Duration,
+) -> Tracking {
+    let store = StateBucket::new(sdk, &config.state.bucket, config.state.prefix.as_deref());
+    Tracking {
+        app: config.app.clone(),
+        actor,
+        notifier,
+        ledger: Ledger::new(Arc::new(store), &config.app),
+        lock: config.state.lock_plan(lock_timeout),
+    }
+}
+
+/// Begins a stage run that holds `scopes`; `None` never happens without a queue.
+async fn begin<'a>(
+    tracking: &'a Tracking,
+    stage: &'static str,
+    env: Option<&str>,
+    commit: Option<&str>,
+    scopes: &[String],
+    interrupt: &Interrupt,
+) -> Result<Option<StageRun<'a>>> {
+    Ok(
+        match StageRun::begin(tracking, stage, env, commit, scopes, false, interrupt).await? {
+            Begun::Running(run) => Some(run),
+            Begun::Superseded(_) => None,
+        },
+    )
+}
+
+/// Begins a deploy, queued: `None` (after printing so) when a newer run
+/// superseded it.
+async fn begin_queued<'a>(
+    tracking: &'a Tracking,
+    stage: &'static str,
+    env: Option<&str>,
+    commit: Option<&str>,
+    scopes: &[String],
+    interrupt: &Interrupt,
+    format: OutputFormat,
+) -> Result<Option<StageRun<'a>>> {
+    Ok(
+        match StageRun::begin(tracking, stage, env, commit, scopes, true, interrupt).await? {
+            Begun::Running(run) => Some(run),
+            Begun::Superseded(newer) => {
+                output::superseded(format, stage, env, &newer);
+                None
+            }
+        },
+    )
 }
 
 /// The adapters promote, rollback and status use for the two slots.
@@ -406,6 +652,7 @@ fn flip_details(flip: &Flip) -> Details {
         ami: None,
         env: Some(flip.to.clone()),
         commit: flip.commit.clone(),
+        ..Details::default()
     }
 }
 
@@ -430,6 +677,6 @@ fn init_logging(cli: &Cli) {
     let filter = std::env::var("PIPELINE_LOG")
         .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
     // `test` streams its command's output, which is its progress.
-    let stage = cli.command.stage().is_some() || matches!(cli.command, Command::Status);
+    let stage = cli.command.stage().is_some() || matches!(cli.command, Command::Status { .. });
     progress::init(&filter, stage);
 }

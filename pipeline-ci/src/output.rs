@@ -4,9 +4,12 @@
 use std::process::ExitCode;
 
 use pipeline_core::config::BaseImage;
+use pipeline_core::ledger::Entry;
+use pipeline_core::lock::Holder;
 use pipeline_core::release::{Built, Release};
 use pipeline_core::stages::build::{BuildOutcome, BuildPlan};
 use pipeline_core::stages::deploy::{DeployOutcome, DeployPlan};
+use pipeline_core::stages::gc::GcOutcome;
 use pipeline_core::stages::promote::{Flip, Live, PromotePlan};
 use pipeline_core::stages::status::EnvStatus;
 use pipeline_core::stages::task::TaskOutcome;
@@ -21,6 +24,7 @@ pub fn exit_code(err: &Error) -> u8 {
     match err.kind() {
         ErrorKind::BadInput => 2,
         ErrorKind::Failed => 1,
+        ErrorKind::Locked => 3,
     }
 }
 
@@ -186,6 +190,134 @@ pub fn task(
             body["commit"] = release.commit().as_str().into();
             println!("{body}");
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints that a newer run superseded this one (exit 0).
+pub fn superseded(
+    format: OutputFormat,
+    stage: &str,
+    env: Option<&str>,
+    newer: &Holder,
+) -> ExitCode {
+    crate::progress::finish(true);
+    let env = env.unwrap_or("-");
+    match format {
+        OutputFormat::Text => println!(
+            "{stage} to {env} superseded by {}: nothing done",
+            newer.describe()
+        ),
+        OutputFormat::Json => println!(
+            "{}",
+            json!({ "ok": true, "superseded": true, "env": env, "by": newer.describe(), "by_commit": newer.commit })
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints ledger entries, newest first.
+pub fn history(format: OutputFormat, entries: &[Entry]) -> ExitCode {
+    crate::progress::finish(true);
+    match format {
+        OutputFormat::Text => {
+            if entries.is_empty() {
+                println!("the ledger is empty");
+            }
+            for e in entries {
+                println!(
+                    "{}  {:<13} {:<9} {:<10} {:<12} {:<10} {}{}",
+                    e.finished,
+                    e.stage,
+                    e.env.as_deref().unwrap_or("-"),
+                    e.outcome,
+                    e.commit
+                        .as_deref()
+                        .map(|c| &c[..c.len().min(12)])
+                        .unwrap_or("-"),
+                    e.actor.as_deref().unwrap_or("-"),
+                    e.ami.as_deref().unwrap_or(""),
+                    e.error
+                        .as_deref()
+                        .or(e.note.as_deref())
+                        .map(|t| format!("  {t}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        OutputFormat::Json => println!("{}", json!({ "ok": true, "entries": entries })),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints what `unlock` removed.
+pub fn unlock(format: OutputFormat, scope: &str, removed: Option<&Holder>) -> ExitCode {
+    crate::progress::finish(true);
+    match format {
+        OutputFormat::Text => match removed {
+            Some(h) => println!("{scope}: removed the lock of {}", h.describe()),
+            None => println!("{scope}: not locked"),
+        },
+        OutputFormat::Json => println!(
+            "{}",
+            json!({ "ok": true, "scope": scope, "removed": removed.map(Holder::describe) })
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints what gc did or would do.
+pub fn gc(format: OutputFormat, out: &GcOutcome) -> ExitCode {
+    crate::progress::finish(true);
+    match format {
+        OutputFormat::Text => {
+            let verb = if out.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            for k in &out.kept {
+                println!(
+                    "keep   {} {}  {}",
+                    k.id,
+                    &k.commit[..k.commit.len().min(12)],
+                    k.why
+                );
+            }
+            for r in &out.removed {
+                println!(
+                    "{verb} {} {} in {} with {}",
+                    r.id,
+                    &r.commit[..r.commit.len().min(12)],
+                    r.region,
+                    if r.snapshots.is_empty() {
+                        "no snapshot".to_string()
+                    } else {
+                        r.snapshots.join(", ")
+                    }
+                );
+            }
+            for o in &out.orphans {
+                println!(
+                    "{} orphan {o}",
+                    if out.dry_run {
+                        "would terminate"
+                    } else {
+                        "terminated"
+                    }
+                );
+            }
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "ok": true,
+                "dry_run": out.dry_run,
+                "kept": out.kept.iter().map(|k| json!({"id": k.id, "commit": k.commit, "why": k.why})).collect::<Vec<_>>(),
+                "removed": out.removed.iter().map(|r| json!({"id": r.id, "region": r.region, "commit": r.commit, "snapshots": r.snapshots})).collect::<Vec<_>>(),
+                "orphans": out.orphans,
+            })
+        ),
     }
     ExitCode::SUCCESS
 }

@@ -227,6 +227,26 @@ pub struct StateConfig {
     /// An optional key prefix inside the bucket.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// How long a release lock lives without its holder's heartbeat (renewed
+    /// every quarter of it): how soon a killed run's lock can be taken over.
+    #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub lock_ttl: Duration,
+}
+
+fn default_lock_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl StateConfig {
+    /// The lock plan: this lifetime, waiting up to `wait` for a held lock.
+    pub fn lock_plan(&self, wait: Duration) -> crate::lock::LockPlan {
+        crate::lock::LockPlan {
+            ttl: self.lock_ttl,
+            wait,
+            poll: (self.lock_ttl / 12).clamp(Duration::from_millis(250), Duration::from_secs(5)),
+        }
+    }
 }
 
 /// The `build` section: how the AMI is baked.
@@ -594,6 +614,11 @@ impl Config {
             return Err(format!(
                 "state.prefix: {prefix:?} must not start with / or contain //"
             ));
+        }
+        if self.state.lock_ttl < Duration::from_secs(1)
+            || self.state.lock_ttl > Duration::from_secs(3600)
+        {
+            return Err("state.lock_ttl: must be 1s to 1h".into());
         }
         self.build.validate()?;
         for (name, env) in &self.environments {

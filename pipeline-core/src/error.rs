@@ -95,6 +95,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another run holds the lock this run needs; nothing was changed.
+    #[error("{scope} is locked by {holder}; its lock expires in {}s unless renewed. Wait for it with --lock-timeout, or if that run is dead, `pipeline unlock --env {scope}`", expires_in.as_secs())]
+    Locked {
+        /// What is locked (an environment, `gc`, ...).
+        scope: String,
+        /// Who holds it, since when, from which job.
+        holder: String,
+        /// How long until the lock expires if its holder stops renewing it.
+        expires_in: Duration,
+    },
+
+    /// The commit has no passing test record in the ledger (the test gate).
+    #[error(
+        "commit {commit} has no passing test record: run `pipeline test --commit {commit} -- <your test command>` first, or build with --skip-test-gate (which is recorded)"
+    )]
+    Untested {
+        /// The commit.
+        commit: String,
+    },
+
     /// The user's test command ran and failed.
     #[error("test command failed: {0}")]
     TestFailed(String),
@@ -111,6 +131,8 @@ pub enum ErrorKind {
     BadInput,
     /// The stage failed and left things safe. Exit code 1.
     Failed,
+    /// Another run holds the lock. Exit code 3.
+    Locked,
 }
 
 impl Error {
@@ -125,8 +147,10 @@ impl Error {
             | Error::DeployFailed { .. }
             | Error::GuardFailed { .. }
             | Error::TaskFailed { .. }
+            | Error::Untested { .. }
             | Error::TestFailed(_)
             | Error::Interrupted => ErrorKind::Failed,
+            Error::Locked { .. } => ErrorKind::Locked,
         }
     }
 

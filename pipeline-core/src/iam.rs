@@ -218,6 +218,30 @@ pub fn policy(config: &Config) -> Vec<Statement> {
         });
     }
 
+    // The state bucket: locks, queue, ledger and test verdicts.
+    let bucket = &config.state.bucket;
+    let prefix = config
+        .state
+        .prefix
+        .as_deref()
+        .map(|p| format!("{}/", p.trim_end_matches('/')))
+        .unwrap_or_default();
+    statements.push(Statement {
+        sid: "StateObjects",
+        actions: vec!["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        resources: ["locks", "queue", "ledger", "tests"]
+            .iter()
+            .map(|dir| format!("arn:aws:s3:::{bucket}/{prefix}{dir}/{app}/*"))
+            .collect(),
+        condition: None,
+    });
+    statements.push(Statement {
+        sid: "StateListing",
+        actions: vec!["s3:ListBucket"],
+        resources: vec![format!("arn:aws:s3:::{bucket}")],
+        condition: None,
+    });
+
     if let Some(promote) = &config.promote {
         let zone = promote.hosted_zone.trim_start_matches("/hostedzone/");
         statements.push(Statement {

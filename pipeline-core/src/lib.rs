@@ -32,6 +32,8 @@
 //! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).
 //! - [`error`]: the one error type and how it maps to exit codes.
 //! - [`iam`]: the least-privilege IAM policy the configured stages need.
+//! - [`ledger`]: the audit ledger and test verdicts in the state bucket.
+//! - [`lock`]: the per-environment release lock and queue in the state bucket.
 //! - [`notify`]: stage events to webhooks, in the background, bounded.
 //! - [`run`]: a stage run: who started it, and the events around it.
 
@@ -41,6 +43,8 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod iam;
+pub mod ledger;
+pub mod lock;
 pub mod notify;
 pub mod ports;
 pub mod release;

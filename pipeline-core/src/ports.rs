@@ -118,8 +118,13 @@ pub struct LaunchSpec {
 pub struct AppInstance {
     /// The instance id.
     pub id: String,
-    /// Its `pipeline:role` tag: `app` or `task`.
+    /// Its `pipeline:role` tag: `app`, `task` (or `builder`, from
+    /// [`Instances::instances_of_app`]).
     pub role: String,
+    /// Its `pipeline:env` tag (empty for a builder).
+    pub env: String,
+    /// When it was launched, in Unix milliseconds.
+    pub launched_ms: i64,
     /// Its EC2 state name.
     pub state: String,
     /// Its `pipeline:commit` tag.
@@ -305,6 +310,9 @@ pub trait AutoScaling: Send + Sync {
     /// Resumes what [`AutoScaling::suspend`] suspended.
     async fn resume(&self, name: &str) -> Result<()>;
 
+    /// The AMI a launch template version launches, if it names one.
+    async fn template_image(&self, template_id: &str, version: &str) -> Result<Option<String>>;
+
     /// Takes instances out of the group, lowering its desired capacity.
     async fn detach(&self, name: &str, ids: &[String]) -> Result<()>;
 }
@@ -354,6 +362,9 @@ pub trait Images: Send + Sync {
     /// The account ids that have launch permission on an image.
     async fn launch_permissions(&self, region: &str, image_id: &str) -> Result<Vec<String>>;
 
+    /// Every image of `app` this account owns in `region`, in one call.
+    async fn release_images(&self, region: &str, app: &str) -> Result<Vec<Image>>;
+
     /// Deregisters an image and deletes its snapshots.
     async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()>;
 }
@@ -377,4 +388,60 @@ pub trait Instances: Send + Sync {
     /// The instances of `app` in `env` (roles `app` and `task`) that are
     /// not terminated, in one call.
     async fn app_instances(&self, app: &str, env: &str) -> Result<Vec<AppInstance>>;
+
+    /// Every instance of `app` (any role, any environment) that is not
+    /// terminated, in one call.
+    async fn instances_of_app(&self, app: &str) -> Result<Vec<AppInstance>>;
+}
+
+/// What a conditional write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The object was written; its new ETag.
+    Done(String),
+    /// The condition did not hold (the object exists, or changed since read).
+    Refused,
+}
+
+/// An object read from the state store, with the ETag to write it back
+/// conditionally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's bytes.
+    pub body: Vec<u8>,
+    /// Its ETag.
+    pub etag: String,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key, relative to the prefix.
+    pub key: String,
+    /// When it was last written, in Unix milliseconds.
+    pub modified_ms: i64,
+}
+
+/// The state store: the S3 bucket (and prefix) under `state` in the config.
+/// Keys are relative to the prefix.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// The object at `key`, or `None` if there is none. One GetObject.
+    async fn get(&self, key: &str) -> Result<Option<Stored>>;
+
+    /// Writes `key` only if it does not exist (`If-None-Match: *`).
+    async fn put_new(&self, key: &str, body: &[u8]) -> Result<Written>;
+
+    /// Writes `key` only if its ETag is still `etag` (`If-Match`).
+    async fn put_if(&self, key: &str, body: &[u8], etag: &str) -> Result<Written>;
+
+    /// Writes `key` unconditionally.
+    async fn put(&self, key: &str, body: &[u8]) -> Result<()>;
+
+    /// Deletes `key` (no error if it is gone).
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Every object under `prefix`, keys ascending (ListObjectsV2, paged).
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 }

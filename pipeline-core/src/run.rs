@@ -1,18 +1,24 @@
 //! A stage run as the rest of the world sees it: who started it, from which
-//! CI job, and the webhook events that bracket it.
+//! CI job, the locks it holds, its ledger entry and its webhook events.
 //!
-//! [`StageRun::begin`] sends `started` (in the background) and gives the run
-//! its id; [`StageRun::finish`] sends `succeeded` (or `promoted`,
-//! `rolled_back`) or `failed` with the duration and the error, then waits
-//! for the deliveries still in flight, which are bounded by the webhooks'
-//! own attempts and timeouts. Nothing here can fail a stage.
+//! [`StageRun::begin`] takes the run's locks ([`crate::lock`]; a takeover of
+//! an expired one goes in the ledger), sends `started` (in the background)
+//! and gives the run its id. [`StageRun::finish`] writes the ledger entry
+//! ([`crate::ledger`]), releases the locks, sends `succeeded` (or
+//! `promoted`, `rolled_back`, `passed`) or `failed`, and waits for the
+//! deliveries in flight, which the webhooks' own attempts and timeouts
+//! bound. Neither the ledger nor a webhook can fail a stage that did its
+//! work: such a failure is a warning.
 
 use tokio::time::Instant;
 
 use crate::config::EventKind;
 use crate::error::Result;
+use crate::ledger::{Entry, Ledger, rfc3339_now};
+use crate::lock::{self, Acquired, Holder, Lock, LockPlan};
 use crate::notify::{Event, Notifier};
 use crate::release::RunId;
+use crate::wait::Interrupt;
 
 /// Who started a run, as the CI system tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,41 +29,122 @@ pub struct Actor {
     pub job_url: Option<String>,
 }
 
+/// What every tracked run of one app shares.
+#[derive(Debug)]
+pub struct Tracking {
+    /// The app.
+    pub app: String,
+    /// Who runs it.
+    pub actor: Actor,
+    /// The webhooks.
+    pub notifier: Notifier,
+    /// The ledger (and the state store the locks live in).
+    pub ledger: Ledger,
+    /// How locks are held and waited for.
+    pub lock: LockPlan,
+}
+
+/// What [`StageRun::begin`] got to.
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// The run holds its locks and may start.
+    Running(StageRun<'a>),
+    /// A newer run queued behind this one; this one stops, done.
+    Superseded(Holder),
+}
+
 /// One run of one stage, between its `started` and its last event.
 #[derive(Debug)]
 pub struct StageRun<'a> {
-    notifier: &'a Notifier,
-    app: String,
+    tracking: &'a Tracking,
     stage: &'static str,
     env: Option<String>,
     commit: Option<String>,
-    actor: Actor,
     id: RunId,
     started: Instant,
+    started_at: String,
+    locks: Vec<Lock>,
+    note: Option<String>,
 }
 
 impl<'a> StageRun<'a> {
-    /// Starts the run of `stage` and tells the webhooks (in the background).
-    pub fn begin(
-        notifier: &'a Notifier,
-        app: &str,
+    /// Starts the run of `stage`: takes the locks of `scopes` (in sorted
+    /// order, so two runs cannot deadlock), then tells the webhooks. With
+    /// `queue`, a newer run queued behind this one supersedes it (recorded).
+    pub async fn begin(
+        tracking: &'a Tracking,
         stage: &'static str,
         env: Option<&str>,
         commit: Option<&str>,
-        actor: &Actor,
-    ) -> Self {
-        let run = StageRun {
-            notifier,
-            app: app.to_string(),
+        scopes: &[String],
+        queue: bool,
+        interrupt: &Interrupt,
+    ) -> Result<Begun<'a>> {
+        let mut run = StageRun {
+            tracking,
             stage,
             env: env.map(str::to_string),
             commit: commit.map(str::to_string),
-            actor: actor.clone(),
             id: RunId::new(),
             started: Instant::now(),
+            started_at: rfc3339_now(),
+            locks: Vec::new(),
+            note: None,
         };
-        notifier.send(&run.event(EventKind::Started, None, None));
-        run
+        let me = Holder {
+            run: run.id.to_string(),
+            stage: stage.to_string(),
+            commit: run.commit.clone(),
+            actor: tracking.actor.name.clone(),
+            job_url: tracking.actor.job_url.clone(),
+            started_at: run.started_at.clone(),
+            expires_ms: 0,
+        };
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        for scope in &scopes {
+            let got = lock::acquire(
+                tracking.ledger.store(),
+                &tracking.app,
+                scope,
+                &me,
+                &tracking.lock,
+                queue,
+                interrupt,
+            )
+            .await;
+            match got {
+                Ok(Acquired::Held(held)) => {
+                    if let Some(old) = &held.took_over {
+                        let mut entry = run.entry("lock-takeover", None);
+                        entry.env = Some(scope.clone());
+                        entry.note =
+                            Some(format!("took over the expired lock of {}", old.describe()));
+                        run.record(&entry).await;
+                    }
+                    run.locks.push(held);
+                }
+                Ok(Acquired::Superseded(newer)) => {
+                    let mut entry = run.entry("superseded", None);
+                    entry.note = Some(format!("superseded by {}", newer.describe()));
+                    run.record(&entry).await;
+                    run.release().await;
+                    return Ok(Begun::Superseded(newer));
+                }
+                Err(err) => {
+                    run.release().await;
+                    return Err(err);
+                }
+            }
+        }
+        // The run starts its work once it holds its locks.
+        run.started = Instant::now();
+        run.started_at = rfc3339_now();
+        tracking
+            .notifier
+            .send(&run.event(EventKind::Started, None, None));
+        Ok(Begun::Running(run))
     }
 
     /// The run id, tagged on what the run creates.
@@ -65,17 +152,22 @@ impl<'a> StageRun<'a> {
         &self.id
     }
 
-    /// Ends the run with the stage's `result`: sends `success` (what a
-    /// success is called: `succeeded`, `promoted`, `rolled_back`) with what
-    /// `details` reads off the result (AMI, env, commit), or `failed` with
-    /// the error; then waits for the deliveries in flight. Returns `result`.
+    /// Adds a note to the run's ledger entry.
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.note = Some(text.into());
+    }
+
+    /// Ends the run with the stage's `result`: writes the ledger entry with
+    /// what `details` reads off the result, releases the locks, sends
+    /// `success` (`succeeded`, `promoted`, ...) or `failed`, and waits for
+    /// the deliveries in flight. Returns `result`.
     pub async fn finish<T>(
         mut self,
         result: Result<T>,
         success: EventKind,
         details: impl FnOnce(&T) -> Details,
     ) -> Result<T> {
-        let event = match &result {
+        let (event, entry) = match &result {
             Ok(value) => {
                 let d = details(value);
                 if d.env.is_some() {
@@ -84,25 +176,76 @@ impl<'a> StageRun<'a> {
                 if d.commit.is_some() {
                     self.commit = d.commit;
                 }
-                self.event(success, d.ami, None)
+                let outcome = d.outcome.unwrap_or(success.as_str());
+                let mut entry = self.entry(outcome, None);
+                entry.ami = d.ami.clone();
+                entry.instances = d.instances;
+                // A stage that ran and reports failure (a failing test).
+                let kind = if outcome == "failed" {
+                    EventKind::Failed
+                } else {
+                    success
+                };
+                (self.event(kind, d.ami, None), entry)
             }
-            Err(err) => self.event(EventKind::Failed, None, Some(err.to_string())),
+            Err(err) => {
+                let text = err.to_string();
+                (
+                    self.event(EventKind::Failed, None, Some(text.clone())),
+                    self.entry("failed", Some(text)),
+                )
+            }
         };
-        self.notifier.send(&event);
-        self.notifier.flush().await;
+        self.record(&entry).await;
+        self.release().await;
+        self.tracking.notifier.send(&event);
+        self.tracking.notifier.flush().await;
         result
+    }
+
+    async fn release(&mut self) {
+        for held in self.locks.drain(..) {
+            held.release().await;
+        }
+    }
+
+    async fn record(&self, entry: &Entry) {
+        if let Err(e) = self.tracking.ledger.record(entry).await {
+            tracing::warn!(
+                "could not write the ledger entry of this {} run: {e}",
+                self.stage
+            );
+        }
+    }
+
+    fn entry(&self, outcome: &str, error: Option<String>) -> Entry {
+        Entry {
+            stage: self.stage.to_string(),
+            env: self.env.clone(),
+            commit: self.commit.clone(),
+            ami: None,
+            instances: Vec::new(),
+            actor: self.tracking.actor.name.clone(),
+            job_url: self.tracking.actor.job_url.clone(),
+            started: self.started_at.clone(),
+            finished: rfc3339_now(),
+            outcome: outcome.to_string(),
+            error,
+            run: self.id.to_string(),
+            note: self.note.clone(),
+        }
     }
 
     fn event(&self, kind: EventKind, ami: Option<String>, error: Option<String>) -> Event {
         Event {
             event: kind,
-            app: self.app.clone(),
+            app: self.tracking.app.clone(),
             stage: self.stage.to_string(),
             env: self.env.clone(),
             commit: self.commit.clone(),
             ami,
-            actor: self.actor.name.clone(),
-            job_url: self.actor.job_url.clone(),
+            actor: self.tracking.actor.name.clone(),
+            job_url: self.tracking.actor.job_url.clone(),
             outcome: kind.as_str().to_string(),
             duration_seconds: (kind != EventKind::Started)
                 .then(|| self.started.elapsed().as_secs_f64()),
@@ -112,7 +255,7 @@ impl<'a> StageRun<'a> {
     }
 }
 
-/// What a finished stage tells about itself, for its last event.
+/// What a finished stage tells about itself, for its ledger entry and last event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Details {
     /// The AMI it built or deployed.
@@ -121,4 +264,8 @@ pub struct Details {
     pub env: Option<String>,
     /// The commit, if only known at the end.
     pub commit: Option<String>,
+    /// The instances it launched (or removed).
+    pub instances: Vec<String>,
+    /// The ledger outcome, if not the success event's name (`passed`).
+    pub outcome: Option<&'static str>,
 }

@@ -31,7 +31,14 @@ async fn build_bakes_once_and_reuses_with_one_call() {
 
     env.moto.start_recording();
     let first = env
-        .pipeline(&["build", "--commit", SHA, "--output", "json"])
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--output",
+            "json",
+        ])
         .await;
     assert_eq!(first.code, 0, "{first:#?}");
     let out = first.json();
@@ -93,7 +100,14 @@ async fn build_bakes_once_and_reuses_with_one_call() {
     env.moto.reset_recording();
     env.moto.start_recording();
     let second = env
-        .pipeline(&["build", "--commit", SHA, "--output", "json"])
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--output",
+            "json",
+        ])
         .await;
     env.moto.stop_recording();
     assert_eq!(second.code, 0, "{second:#?}");
@@ -106,7 +120,9 @@ async fn build_bakes_once_and_reuses_with_one_call() {
     assert_eq!(env.builders().await.len(), 1);
 
     // Text output is just the AMI id.
-    let text = env.pipeline(&["build", "--commit", SHA]).await;
+    let text = env
+        .pipeline(&["build", "--skip-test-gate", "--commit", SHA])
+        .await;
     assert_eq!(text.code, 0, "{text:#?}");
     assert_eq!(text.stdout.trim(), ami);
 }
@@ -120,7 +136,9 @@ async fn a_builder_that_never_powers_off_times_out_and_leaves_nothing() {
         .replace("timeout: 30s\n  image", "timeout: 2s\n  image");
     env.write_config(&config);
 
-    let run = env.pipeline(&["build", "--commit", SHA]).await;
+    let run = env
+        .pipeline(&["build", "--skip-test-gate", "--commit", SHA])
+        .await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.elapsed < Duration::from_secs(15), "{:?}", run.elapsed);
     assert!(
@@ -144,7 +162,14 @@ async fn ctrl_c_mid_bake_terminates_the_builder() {
     let _guest = guest::spawn(&env.sdk, BuilderBehaviour::NeverPowerOff);
     env.write_config(&env.config(""));
 
-    let child = env.spawn(&["build", "--commit", SHA2, "--output", "json"]);
+    let child = env.spawn(&[
+        "build",
+        "--skip-test-gate",
+        "--commit",
+        SHA2,
+        "--output",
+        "json",
+    ]);
     eventually("the builder to launch", || async {
         !env.builders().await.is_empty()
     })
@@ -169,7 +194,7 @@ async fn sigterm_from_a_cancelled_ci_job_cleans_up_too() {
     let _guest = guest::spawn(&env.sdk, BuilderBehaviour::NeverPowerOff);
     env.write_config(&env.config(""));
 
-    let child = env.spawn(&["build", "--commit", SHA]);
+    let child = env.spawn(&["build", "--skip-test-gate", "--commit", SHA]);
     eventually("the builder to launch", || async {
         !env.builders().await.is_empty()
     })
@@ -194,7 +219,14 @@ async fn copies_to_other_regions_and_shares_with_accounts() {
     env.write_config(&env.config("copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]"));
 
     let run = env
-        .pipeline(&["build", "--commit", SHA, "--output", "json"])
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--output",
+            "json",
+        ])
         .await;
     assert_eq!(run.code, 0, "{run:#?}");
     let out = run.json();
@@ -227,7 +259,14 @@ async fn copies_to_other_regions_and_shares_with_accounts() {
 
     // A re-run converges without copying again.
     let again = env
-        .pipeline(&["build", "--commit", SHA, "--output", "json"])
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--output",
+            "json",
+        ])
         .await;
     assert_eq!(again.code, 0, "{again:#?}");
     assert_eq!(again.json()["copies"]["us-west-2"], copy_id.as_str());

@@ -29,6 +29,22 @@ fn iam_action(call: &Call) -> String {
             };
             format!("route53:{name}")
         }
+        // S3 too (path-style: `/bucket` or `/bucket/key`).
+        "s3" => {
+            let (method, path) = call.action.split_once(' ').unwrap_or(("", ""));
+            let has_key = path
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .contains('/');
+            let name = match (method, has_key) {
+                ("GET", false) => "ListBucket",
+                ("GET", true) => "GetObject",
+                ("PUT", true) => "PutObject",
+                ("DELETE", true) => "DeleteObject",
+                _ => panic!("map this S3 call to its IAM action: {call:?}"),
+            };
+            format!("s3:{name}")
+        }
         service => format!("{service}:{}", call.action),
     }
 }
@@ -68,8 +84,8 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
 
     env.moto.start_recording();
     for args in [
-        &["build", "--commit", SHA][..],
-        &["build", "--commit", SHA2],
+        &["build", "--skip-test-gate", "--commit", SHA][..],
+        &["build", "--skip-test-gate", "--commit", SHA2],
         &["deploy", "--env", "staging", "--commit", SHA],
         &["deploy", "--env", "staging", "--commit", SHA2],
         &["deploy", "--env", "web", "--commit", SHA],
@@ -80,6 +96,8 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
         &["promote", "--commit", SHA2],
         &["rollback"],
         &["status"],
+        &["history"],
+        &["test", "--commit", SHA, "--", "true"],
     ] {
         let run = env.pipeline(args).await;
         assert_eq!(run.code, 0, "{args:?}: {run:#?}");

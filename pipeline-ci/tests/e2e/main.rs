@@ -10,6 +10,7 @@
 //! - `build`: baking, reuse, timeout, interrupt, copies.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
+//! - `safety`: lock and queue, ledger and test gate, crash recovery, gc, dashboard.
 //! - `tasks`: release tasks before traffic, by hand, and failing.
 //! - `notify`: webhook events to a local receiver, one of them down.
 //! - `iam`: the printed IAM policy grants every call the stages make.
@@ -25,5 +26,6 @@ mod integrations;
 mod notify;
 mod progress;
 mod promote;
+mod safety;
 mod support;
 mod tasks;

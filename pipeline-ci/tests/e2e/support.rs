@@ -77,6 +77,7 @@ impl Env {
 region: {region}
 state:
   bucket: {bucket}
+  lock_ttl: 2s
 build:
   base_image:
     owner: self

@@ -181,6 +181,23 @@ impl AutoScaling for AutoScalingGroups {
         Ok(())
     }
 
+    async fn template_image(&self, template_id: &str, version: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .versions(version)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeLaunchTemplateVersions"))?;
+        Ok(out
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data())
+            .and_then(|d| d.image_id())
+            .map(str::to_string))
+    }
+
     async fn detach(&self, name: &str, ids: &[String]) -> Result<()> {
         for batch in ids.chunks(DETACH_BATCH) {
             self.autoscaling

@@ -139,6 +139,15 @@ impl Images for Ec2 {
         Ok(best(describe_images(region, request).await?))
     }
 
+    async fn release_images(&self, region: &str, app: &str) -> Result<Vec<Image>> {
+        let request = self
+            .client(region)
+            .describe_images()
+            .owners("self")
+            .filters(filter(&format!("tag:{}", tag::APP), app));
+        describe_images(region, request).await
+    }
+
     async fn image(&self, region: &str, image_id: &str) -> Result<Option<Image>> {
         let request = self.client(region).describe_images().image_ids(image_id);
         match describe_images(region, request).await {
@@ -352,39 +361,61 @@ impl Instances for Ec2 {
                     .values(tag::ROLE_TASK)
                     .build(),
             )
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(
-                        ["pending", "running", "stopping", "stopped"]
-                            .map(String::from)
-                            .to_vec(),
-                    ))
-                    .build(),
-            );
+            .filters(not_terminated());
         Ok(all_instances(request)
             .await?
             .iter()
-            .map(|instance| {
-                let tag_value = |key: &str| {
-                    instance
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some(key))
-                        .and_then(|t| t.value())
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                AppInstance {
-                    id: instance.instance_id().unwrap_or_default().to_string(),
-                    role: tag_value(tag::ROLE),
-                    state: state_name(instance),
-                    commit: tag_value(tag::COMMIT),
-                    run: tag_value(tag::RUN),
-                    image_id: instance.image_id().unwrap_or_default().to_string(),
-                }
-            })
+            .map(app_instance)
             .collect())
+    }
+
+    async fn instances_of_app(&self, app: &str) -> Result<Vec<AppInstance>> {
+        let request = self
+            .client(&self.home)
+            .describe_instances()
+            .filters(filter(&format!("tag:{}", tag::APP), app))
+            .filters(not_terminated());
+        Ok(all_instances(request)
+            .await?
+            .iter()
+            .map(app_instance)
+            .collect())
+    }
+}
+
+fn not_terminated() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped"]
+                .map(String::from)
+                .to_vec(),
+        ))
+        .build()
+}
+
+fn app_instance(instance: &aws_sdk_ec2::types::Instance) -> AppInstance {
+    let tag_value = |key: &str| {
+        instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string()
+    };
+    AppInstance {
+        id: instance.instance_id().unwrap_or_default().to_string(),
+        role: tag_value(tag::ROLE),
+        env: tag_value(tag::ENV),
+        launched_ms: instance
+            .launch_time()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default(),
+        state: state_name(instance),
+        commit: tag_value(tag::COMMIT),
+        run: tag_value(tag::RUN),
+        image_id: instance.image_id().unwrap_or_default().to_string(),
     }
 }
 

@@ -9,12 +9,14 @@
 //! - [`elb`]: Classic ELB ([`crate::ports::Balancer`]).
 //! - [`elbv2`]: ALB/NLB target groups ([`crate::ports::Balancer`]).
 //! - [`route53`]: the public record ([`crate::ports::Dns`]).
+//! - [`s3`]: the state bucket ([`crate::ports::StateStore`]).
 
 pub mod autoscaling;
 pub mod ec2;
 pub mod elb;
 pub mod elbv2;
 pub mod route53;
+pub mod s3;
 
 use crate::config::LoadBalancer;
 use crate::ports::Balancer;

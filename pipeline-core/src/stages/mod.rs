@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod deploy;
+pub mod gc;
 pub mod promote;
 pub mod status;
 pub mod task;

@@ -73,6 +73,8 @@ fn built() -> Release<Built> {
 fn app(id: &str) -> AppInstance {
     AppInstance {
         id: id.into(),
+        env: "staging".into(),
+        launched_ms: 0,
         role: tag::ROLE_APP.into(),
         state: "running".into(),
         commit: "f".repeat(40),

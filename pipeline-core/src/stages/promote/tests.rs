@@ -68,6 +68,8 @@ fn instances(prod2_commit: &'static str) -> MockInstances {
         Ok((0..2)
             .map(|n| AppInstance {
                 id: format!("i-{env}-{n}"),
+                env: "staging".into(),
+                launched_ms: 0,
                 role: "app".into(),
                 state: "running".into(),
                 commit: commit.into(),
@@ -284,6 +286,8 @@ async fn first_promote_creates_the_record() {
         Ok((0..2)
             .map(|n| AppInstance {
                 id: format!("i-{env}-{n}"),
+                env: "staging".into(),
+                launched_ms: 0,
                 role: "app".into(),
                 state: "running".into(),
                 commit: SHA.into(),

@@ -1,0 +1,545 @@
+//! Release safety against moto: the lock and the queue, the ledger and the
+//! test gate, crash recovery at several points, gc, and the HTML dashboard,
+//! checked through the S3, EC2 and ELBv2 APIs (and Chromium for the page).
+
+use std::time::Duration;
+
+use pipeline_fixtures::{BuilderBehaviour, Guest, guest, seed_balancers};
+
+use crate::support::{Env, SHA, SHA2, eventually, target_group};
+
+const SHA3: &str = "1111111111111111111111111111111111111111";
+const SHA4: &str = "2222222222222222222222222222222222222222";
+
+fn s3(env: &Env) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&env.sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Keys under `prefix` in the state bucket.
+async fn keys(env: &Env, prefix: &str) -> Vec<String> {
+    s3(env)
+        .list_objects_v2()
+        .bucket(&env.world.state_bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect()
+}
+
+async fn object(env: &Env, key: &str) -> Option<serde_json::Value> {
+    let out = s3(env)
+        .get_object()
+        .bucket(&env.world.state_bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    let bytes = out.body.collect().await.unwrap().into_bytes();
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// prod1 behind the target group (2 instances), a guest, the config written.
+async fn world(drain: &str) -> (Env, pipeline_fixtures::Balancers, Guest) {
+    let env = Env::new().await;
+    let balancers = seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    let guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    let environment = env
+        .environment("prod1", &target_group(&balancers))
+        .replace("drain_timeout: 2s", &format!("drain_timeout: {drain}"));
+    env.write_config(&format!("{}environments:\n{environment}", env.config("")));
+    (env, balancers, guest)
+}
+
+async fn healthy(env: &Env, balancers: &pipeline_fixtures::Balancers) -> Vec<String> {
+    let mut ids: Vec<String> = aws_sdk_elasticloadbalancingv2::Client::new(&env.sdk)
+        .describe_target_health()
+        .target_group_arn(&balancers.target_group_arn)
+        .send()
+        .await
+        .unwrap()
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str())
+                == Some("healthy")
+        })
+        .map(|d| d.target().unwrap().id().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every instance of the app that is not terminated.
+async fn not_terminated(env: &Env) -> Vec<String> {
+    let mut ids = Vec::new();
+    for sha in [SHA, SHA2, SHA3, SHA4] {
+        ids.extend(env.live_instances("prod1", sha).await);
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_gate_and_the_ledger() {
+    let (env, _balancers, _guest) = world("2s").await;
+    let user = [("USER", "ada")];
+
+    let untested = env
+        .spawn_with(&["build", "--commit", SHA], &user)
+        .wait()
+        .await;
+    assert_eq!(untested.code, 1, "{untested:#?}");
+    assert!(
+        untested.stderr.contains("has no passing test record"),
+        "{untested:#?}"
+    );
+    assert!(env.release_images(&env.world.region, SHA).await.is_empty());
+
+    let failing = env
+        .spawn_with(&["test", "--commit", SHA2, "--", "false"], &user)
+        .wait()
+        .await;
+    assert_eq!(failing.code, 1);
+    let refused = env
+        .spawn_with(&["build", "--commit", SHA2], &user)
+        .wait()
+        .await;
+    assert_eq!(
+        refused.code, 1,
+        "a failed test does not open the gate: {refused:#?}"
+    );
+
+    let passing = env
+        .spawn_with(&["test", "--commit", SHA, "--", "true"], &user)
+        .wait()
+        .await;
+    assert_eq!(passing.code, 0, "{passing:#?}");
+    let built = env
+        .spawn_with(&["build", "--commit", SHA], &user)
+        .wait()
+        .await;
+    assert_eq!(built.code, 0, "{built:#?}");
+    let skipped = env
+        .spawn_with(&["build", "--commit", SHA2, "--skip-test-gate"], &user)
+        .wait()
+        .await;
+    assert_eq!(skipped.code, 0, "{skipped:#?}");
+    let deployed = env
+        .spawn_with(&["deploy", "--env", "prod1", "--commit", SHA], &user)
+        .wait()
+        .await;
+    assert_eq!(deployed.code, 0, "{deployed:#?}");
+
+    // Through S3: one entry per stage run, with actor and outcome.
+    let ledger = keys(&env, "ledger/shop/").await;
+    let mut entries = Vec::new();
+    for key in &ledger {
+        entries.push(object(&env, key).await.unwrap());
+    }
+    let seen: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["stage"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("build", "failed"),
+        ("test", "failed"),
+        ("build", "failed"),
+        ("test", "passed"),
+        ("build", "succeeded"),
+        ("build", "succeeded"),
+        ("deploy", "succeeded"),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(seen, expected, "{entries:#?}");
+    assert!(entries.iter().all(|e| e["actor"] == "ada"), "{entries:#?}");
+    assert_eq!(entries[5]["note"], "test gate skipped (--skip-test-gate)");
+    let deploy = &entries[6];
+    assert_eq!(deploy["env"], "prod1");
+    assert_eq!(deploy["commit"], SHA);
+    assert_eq!(deploy["instances"].as_array().unwrap().len(), 2);
+    assert!(deploy["ami"].as_str().unwrap().starts_with("ami-"));
+    for e in &entries {
+        let text = e.to_string();
+        assert!(
+            !text.contains("testing") && !text.to_lowercase().contains("secret"),
+            "{text}"
+        );
+    }
+    // No lock left behind.
+    assert!(keys(&env, "locks/").await.is_empty());
+
+    let history = env
+        .pipeline(&["history", "--env", "prod1", "--output", "json"])
+        .await;
+    assert_eq!(history.code, 0, "{history:#?}");
+    let shown = history.json()["entries"].as_array().unwrap().clone();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0]["stage"], "deploy");
+    let text = env.pipeline(&["history", "--limit", "3"]).await;
+    assert_eq!(text.stdout.lines().count(), 3, "{text:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
+    let (env, balancers, _guest) = world("2s").await;
+    for sha in [SHA, SHA2, SHA3] {
+        let run = env
+            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
+            .await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    // A deploy in flight: its lock, as `pipeline deploy` writes it, held
+    // for as long as this test says (its heartbeat is this test).
+    let holder = serde_json::json!({
+        "run": "20261122T120000Z-a1a1a1", "stage": "deploy", "commit": SHA,
+        "actor": "ann", "job_url": "https://ci.example.com/job/1",
+        "started_at": "2026-11-22T12:00:00Z", "expires_ms": 4_102_444_800_000i64,
+    });
+    s3(&env)
+        .put_object()
+        .bucket(&env.world.state_bucket)
+        .key("locks/shop/prod1")
+        .body(holder.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    // B, not waiting: exit 3 with the holder's details; nothing launched.
+    let b = env
+        .pipeline(&["deploy", "--env", "prod1", "--commit", SHA2])
+        .await;
+    assert_eq!(b.code, 3, "{b:#?}");
+    assert!(
+        b.stderr.contains("prod1 is locked by deploy run 20261122T120000Z-a1a1a1 of 4b825dc642cb by ann since 2026-11-22T12:00:00Z (https://ci.example.com/job/1)"),
+        "{b:#?}"
+    );
+    assert!(not_terminated(&env).await.is_empty());
+
+    // C waits in the queue; D queues behind it: C is superseded (exit 0).
+    let c = env.spawn(&[
+        "deploy",
+        "--env",
+        "prod1",
+        "--commit",
+        SHA2,
+        "--lock-timeout",
+        "60s",
+    ]);
+    eventually("C to queue", || async {
+        keys(&env, "queue/shop/prod1/").await.len() == 1
+    })
+    .await;
+    let d = env.spawn(&[
+        "deploy",
+        "--env",
+        "prod1",
+        "--commit",
+        SHA3,
+        "--lock-timeout",
+        "60s",
+    ]);
+    let c = c.wait().await;
+    assert_eq!(c.code, 0, "{c:#?}");
+    assert!(c.stdout.contains("superseded by deploy run"), "{c:#?}");
+    assert!(c.stdout.contains(&SHA3[..12]), "{c:#?}");
+    assert!(
+        not_terminated(&env).await.is_empty(),
+        "nothing deployed while the lock is held"
+    );
+
+    // The holder finishes: D takes the lock and deploys.
+    s3(&env)
+        .delete_object()
+        .bucket(&env.world.state_bucket)
+        .key("locks/shop/prod1")
+        .send()
+        .await
+        .unwrap();
+    let d = d.wait().await;
+    assert_eq!(d.code, 0, "{d:#?}");
+
+    let serving = env.live_instances("prod1", SHA3).await;
+    assert_eq!(serving.len(), 2);
+    assert_eq!(healthy(&env, &balancers).await, serving);
+    assert_eq!(not_terminated(&env).await, serving);
+    assert!(keys(&env, "locks/").await.is_empty());
+    assert!(keys(&env, "queue/").await.is_empty());
+    let mut outcomes = Vec::new();
+    for key in keys(&env, "ledger/shop/").await {
+        let entry = object(&env, &key).await.unwrap();
+        if entry["stage"] == "deploy" {
+            outcomes.push(entry["outcome"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(outcomes, ["failed", "superseded", "succeeded"], "B, C, D");
+}
+
+/// Where a deploy is killed. (After deregister is not reachable here:
+/// moto drops a deregistered target at once, so the deploy goes straight
+/// on to terminate; after launch is `deploy::a_killed_deploy_...`.)
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    AfterRegister,
+}
+
+async fn killed_at(point: Point) {
+    let (env, balancers, _guest) = world("20s").await;
+    for sha in [SHA, SHA2] {
+        let run = env
+            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
+            .await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+
+    let child = env.spawn(&["deploy", "--env", "prod1", "--commit", SHA2]);
+    let tg = aws_sdk_elasticloadbalancingv2::Client::new(&env.sdk);
+    let arn = balancers.target_group_arn.clone();
+    let registered = || async {
+        tg.describe_target_health()
+            .target_group_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| {
+                d.target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str())
+                    != Some("draining")
+            })
+            .map(|d| d.target().unwrap().id().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    match point {
+        Point::AfterRegister => {
+            eventually("the new fleet to be registered", || async {
+                let new = env.live_instances("prod1", SHA2).await;
+                !new.is_empty() && new.iter().all(|_| true) && {
+                    let r = registered().await;
+                    new.iter().all(|i| r.contains(i))
+                }
+            })
+            .await
+        }
+    }
+    child.signal("KILL");
+    assert_ne!(child.wait().await.code, 0);
+
+    let rerun = env
+        .pipeline(&[
+            "deploy",
+            "--env",
+            "prod1",
+            "--commit",
+            SHA2,
+            "--lock-timeout",
+            "30s",
+        ])
+        .await;
+    assert_eq!(rerun.code, 0, "{point:?}: {rerun:#?}");
+    let new = env.live_instances("prod1", SHA2).await;
+    assert_eq!(new.len(), 2, "{point:?}: exactly N: {new:?}");
+    assert_eq!(healthy(&env, &balancers).await, new, "{point:?}");
+    assert_eq!(not_terminated(&env).await, new, "{point:?}: no orphans");
+    assert!(
+        keys(&env, "locks/").await.is_empty(),
+        "{point:?}: lock free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_after_register_converges() {
+    killed_at(Point::AfterRegister).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_what_is_in_use_and_the_newest() {
+    let (env, _balancers, _guest) = world("2s").await;
+    let mut amis = Vec::new();
+    for sha in [SHA, SHA2, SHA3, SHA4] {
+        let run = env
+            .pipeline(&[
+                "build",
+                "--skip-test-gate",
+                "--commit",
+                sha,
+                "--output",
+                "json",
+            ])
+            .await;
+        assert_eq!(run.code, 0, "{run:#?}");
+        amis.push(run.json()["ami"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation times
+    }
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    let snapshots = |images: Vec<aws_sdk_ec2::types::Image>| -> Vec<String> {
+        images
+            .iter()
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect()
+    };
+    let doomed = [SHA2, SHA3];
+    let mut doomed_snapshots = Vec::new();
+    for sha in doomed {
+        doomed_snapshots.extend(snapshots(env.release_images(&env.world.region, sha).await));
+    }
+    assert_eq!(doomed_snapshots.len(), 2);
+
+    let dry = env
+        .pipeline(&["gc", "--keep", "1", "--dry-run", "--output", "json"])
+        .await;
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert_eq!(dry.json()["removed"].as_array().unwrap().len(), 2);
+    for sha in [SHA, SHA2, SHA3, SHA4] {
+        assert_eq!(
+            env.release_images(&env.world.region, sha).await.len(),
+            1,
+            "dry run kept {sha}"
+        );
+    }
+
+    let gc = env
+        .pipeline(&["gc", "--keep", "1", "--output", "json"])
+        .await;
+    assert_eq!(gc.code, 0, "{gc:#?}");
+    let kept: Vec<String> = gc.json()["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept, [amis[3].clone(), amis[0].clone()], "{gc:#?}");
+    // Through EC2: the in-use and the newest stay, the rest and their snapshots go.
+    assert_eq!(env.release_images(&env.world.region, SHA).await.len(), 1);
+    assert_eq!(env.release_images(&env.world.region, SHA4).await.len(), 1);
+    for sha in doomed {
+        assert!(
+            env.release_images(&env.world.region, sha).await.is_empty(),
+            "{sha} removed"
+        );
+    }
+    let left = env
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    for id in &doomed_snapshots {
+        assert!(
+            left.snapshots()
+                .iter()
+                .all(|s| s.snapshot_id() != Some(id.as_str())),
+            "snapshot {id} deleted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_dashboard_renders_in_chromium() {
+    let (env, _balancers, _guest) = world("2s").await;
+    assert_eq!(
+        env.pipeline(&["build", "--skip-test-gate", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    let page = std::env::temp_dir().join(format!("pipeline-dashboard-{}.html", std::process::id()));
+    let run = env
+        .pipeline(&["status", "--html", page.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is installed (make test installs Debian's chromium)");
+    let profile = tempdir("chromium-profile");
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("file://{}", page.display());
+    let flags = |extra: &[String]| {
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1600,900",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().cloned());
+        args.push(url.clone());
+        args
+    };
+    let dom = std::process::Command::new(chromium)
+        .args(flags(&["--dump-dom".into()]))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"live\""), "{dom}");
+    assert!(dom.contains("prod1"), "{dom}");
+    assert!(dom.contains("2/2 healthy"), "{dom}");
+    assert!(dom.contains(&SHA[..7]), "{dom}");
+    assert!(dom.contains("<td>deploy</td>"), "the last events: {dom}");
+    let status = std::process::Command::new(chromium)
+        .args(flags(&[format!("--screenshot={}", shot.display())]))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    let _ = std::fs::remove_file(&page);
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipeline-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

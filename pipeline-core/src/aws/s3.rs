@@ -1,0 +1,174 @@
+//! S3: the state bucket ([`StateStore`]), for the locks and the ledger.
+//!
+//! Conditional writes are S3's own: `If-None-Match: *` creates an object
+//! only if none exists, `If-Match: ETAG` replaces it only if it is unchanged;
+//! either answers `412 PreconditionFailed` (or `409 ConditionalRequestConflict`
+//! when two such writes race) when the condition does not hold.
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::sdk_error;
+use crate::error::Result;
+use crate::ports::{Listed, StateStore, Stored, Written};
+
+/// The state bucket, with its key prefix.
+#[derive(Debug, Clone)]
+pub struct StateBucket {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl StateBucket {
+    /// The bucket `bucket`, keys under `prefix` (if any). With a custom
+    /// endpoint (`AWS_ENDPOINT_URL`), path-style addressing is used, as
+    /// S3-compatible servers expect.
+    pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, prefix: Option<&str>) -> Self {
+        let mut config = aws_sdk_s3::config::Builder::from(sdk);
+        if sdk.endpoint_url().is_some() {
+            config = config.force_path_style(true);
+        }
+        let prefix = match prefix.map(|p| p.trim_end_matches('/')) {
+            Some(p) if !p.is_empty() => format!("{p}/"),
+            _ => String::new(),
+        };
+        StateBucket {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket: bucket.to_string(),
+            prefix,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Whether an S3 error says a condition did not hold.
+fn refused(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    )
+}
+
+#[async_trait]
+impl StateStore for StateBucket {
+    async fn get(&self, key: &str) -> Result<Option<Stored>> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(sdk_error("GetObject")(e)),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| crate::Error::Aws {
+            operation: "GetObject",
+            code: "ReadFailed".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(Stored {
+            body: body.into_bytes().to_vec(),
+            etag,
+        }))
+    }
+
+    async fn put_new(&self, key: &str, body: &[u8]) -> Result<Written> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_none_match("*")
+            .content_type("application/json")
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) if refused(e.code()) => Ok(Written::Refused),
+            Err(e) => Err(sdk_error("PutObject")(e)),
+        }
+    }
+
+    async fn put_if(&self, key: &str, body: &[u8], etag: &str) -> Result<Written> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_match(etag)
+            .content_type("application/json")
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
+            // A missing object fails If-Match with NoSuchKey: not ours either.
+            Err(e) if refused(e.code()) || e.code() == Some("NoSuchKey") => Ok(Written::Refused),
+            Err(e) => Err(sdk_error("PutObject")(e)),
+        }
+    }
+
+    async fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .content_type("application/json")
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map_err(sdk_error("PutObject"))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(sdk_error("DeleteObject"))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.key(prefix))
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(sdk_error("ListObjectsV2"))?;
+            keys.extend(out.contents().iter().filter_map(|o| {
+                Some(Listed {
+                    key: o.key()?.get(self.prefix.len()..)?.to_string(),
+                    modified_ms: o
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or_default(),
+                })
+            }));
+            token = out.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                keys.sort_by(|a, b| a.key.cmp(&b.key));
+                return Ok(keys);
+            }
+        }
+    }
+}

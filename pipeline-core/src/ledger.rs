@@ -1,0 +1,178 @@
+//! The audit ledger: one JSON object per stage run in the state bucket, and
+//! the test verdicts the build's test gate reads.
+//!
+//! An entry lives at `ledger/<app>/<finished>_<stage>_<env>_<run>.json`
+//! (`<finished>` is `YYYYMMDDTHHMMSS.mmmZ`, so keys sort by time and
+//! `history` filters by environment from the keys alone). It says what
+//! stage ran where, for which commit and AMI, on which instances, who
+//! started it from which CI job, when, and how it ended; never a credential.
+//! `pipeline test` also writes `tests/<app>/<commit>.json`, the commit's
+//! latest verdict: one GetObject answers the test gate.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ports::StateStore;
+use crate::release::Commit;
+
+/// One ledger entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `test`, `build`, `deploy`, `task`, `promote`, `rollback`, `gc` or
+    /// `unlock`.
+    pub stage: String,
+    /// The environment (or slot, or lock scope), if any.
+    pub env: Option<String>,
+    /// The full commit SHA, if any.
+    pub commit: Option<String>,
+    /// The AMI, if any.
+    pub ami: Option<String>,
+    /// The instances the run launched (or, for gc, what it removed).
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// Who started it (the CI's user variable, else the OS user).
+    pub actor: Option<String>,
+    /// The CI job's URL.
+    pub job_url: Option<String>,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// When it finished (RFC 3339, UTC).
+    pub finished: String,
+    /// `succeeded`, `failed`, `passed`, `superseded`, `promoted`,
+    /// `rolled_back`, `dry-run`, or `lock-takeover` (the run took over an
+    /// expired lock; `env` names it and `note` its dead holder).
+    pub outcome: String,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// The run id.
+    pub run: String,
+    /// Anything else worth keeping (a skipped test gate, a lock taken over).
+    pub note: Option<String>,
+}
+
+/// The ledger of one app in the state bucket.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn StateStore>,
+    app: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("app", &self.app).finish()
+    }
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` of Unix milliseconds: sortable, valid in S3 keys.
+pub fn stamp_ms(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// RFC 3339 (UTC) of now.
+pub fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Ledger {
+    /// The ledger of `app` in `store`.
+    pub fn new(store: Arc<dyn StateStore>, app: &str) -> Ledger {
+        Ledger {
+            store,
+            app: app.to_string(),
+        }
+    }
+
+    /// The store it writes to.
+    pub fn store(&self) -> Arc<dyn StateStore> {
+        self.store.clone()
+    }
+
+    /// Writes `entry` (one PutObject); returns its key.
+    pub async fn record(&self, entry: &Entry) -> Result<String> {
+        let key = format!(
+            "ledger/{}/{}_{}_{}_{}.json",
+            self.app,
+            stamp_ms(crate::lock::now_ms()),
+            entry.stage,
+            entry.env.as_deref().unwrap_or("-"),
+            entry.run
+        );
+        let body = serde_json::to_vec_pretty(entry).expect("an entry serializes");
+        self.store.put(&key, &body).await?;
+        if entry.stage == "test"
+            && let Some(commit) = &entry.commit
+        {
+            let verdict = format!("tests/{}/{commit}.json", self.app);
+            self.store.put(&verdict, &body).await?;
+        }
+        Ok(key)
+    }
+
+    /// The newest `limit` entries (of environment `env`, if given), newest
+    /// first: one listing, then one GetObject per entry shown.
+    pub async fn history(&self, env: Option<&str>, limit: usize) -> Result<Vec<Entry>> {
+        let keys = self.store.list(&format!("ledger/{}/", self.app)).await?;
+        let mut out = Vec::new();
+        for listed in keys.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let name = listed.key.rsplit('/').next().unwrap_or_default();
+            let fields: Vec<&str> = name.splitn(4, '_').collect();
+            if let Some(env) = env
+                && fields.get(2) != Some(&env)
+            {
+                continue;
+            }
+            if let Some(stored) = self.store.get(&listed.key).await?
+                && let Ok(entry) = serde_json::from_slice::<Entry>(&stored.body)
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The test gate: the commit's latest test verdict must be `passed`.
+    pub async fn test_gate(&self, commit: &Commit) -> Result<Entry> {
+        let key = format!("tests/{}/{commit}.json", self.app);
+        let verdict = self
+            .store
+            .get(&key)
+            .await?
+            .and_then(|s| serde_json::from_slice::<Entry>(&s.body).ok());
+        match verdict {
+            Some(entry) if entry.outcome == "passed" => Ok(entry),
+            _ => Err(Error::Untested {
+                commit: commit.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_sort_by_time() {
+        assert_eq!(stamp_ms(0), "19700101T000000.000Z");
+        assert_eq!(stamp_ms(1_795_000_000_123), "20261018T080640.123Z");
+        assert!(stamp_ms(1_000) < stamp_ms(10_000));
+    }
+}

@@ -42,6 +42,8 @@ $(VENV)/.moto-$(MOTO_VERSION)-deps-2:
 # tmux gives the progress test a real terminal; Debian's package, if missing.
 tools:
 	@command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux >/dev/null; }
+# Chromium renders the status --html dashboard in its test; Debian's package, if missing.
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	$(CARGO) clean

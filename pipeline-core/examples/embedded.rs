@@ -26,10 +26,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            // The same exit codes as the CLI: 2 bad input, 1 failed safely.
+            // The same exit codes as the CLI: 2 bad input, 1 failed safely,
+            // 3 locked by another run.
             std::process::ExitCode::from(match err.kind() {
                 ErrorKind::BadInput => 2,
                 ErrorKind::Failed => 1,
+                ErrorKind::Locked => 3,
             })
         }
     }

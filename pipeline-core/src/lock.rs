@@ -249,8 +249,7 @@ async fn newer_in_queue(
         .list(&queue_prefix(app, scope))
         .await?
         .into_iter()
-        .filter(|e| e.key.as_str() > mine && e.modified_ms >= alive_since)
-        .next_back();
+        .rfind(|e| e.key.as_str() > mine && e.modified_ms >= alive_since);
     let Some(entry) = newest else {
         return Ok(None);
     };

@@ -45,7 +45,7 @@ async fn build_bakes_once_and_reuses_with_one_call() {
     assert_eq!(out["reused"], false);
     assert_eq!(out["commit"], SHA);
     let ami = out["ami"].as_str().unwrap().to_string();
-    let bake_calls = env.pipeline_calls();
+    let bake_calls = env.aws_calls();
     env.moto.stop_recording();
 
     // Through the API: one AMI, tagged at creation, its snapshots too.
@@ -113,7 +113,7 @@ async fn build_bakes_once_and_reuses_with_one_call() {
     assert_eq!(second.code, 0, "{second:#?}");
     assert_eq!(second.json()["reused"], true);
     assert_eq!(second.json()["ami"], ami.as_str());
-    let calls = env.pipeline_calls();
+    let calls = env.aws_calls();
     let actions: Vec<&str> = calls.iter().map(|c| c.action.as_str()).collect();
     assert_eq!(actions, ["DescribeImages"]);
     assert_eq!(env.release_images("us-east-1", SHA).await.len(), 1);

@@ -207,6 +207,24 @@ build:
             .collect()
     }
 
+    /// Calls the pipeline made to AWS resources: all but its own state
+    /// bucket's, which must touch only its lock, queue, ledger and test keys.
+    pub fn aws_calls(&self) -> Vec<Call> {
+        let (state, aws): (Vec<Call>, Vec<Call>) = self
+            .pipeline_calls()
+            .into_iter()
+            .partition(|c| self.is_state_call(c));
+        assert_only_bookkeeping(&state);
+        aws
+    }
+
+    fn is_state_call(&self, call: &Call) -> bool {
+        call.service == "s3"
+            && call
+                .path
+                .starts_with(&format!("/{}/", self.world.state_bucket))
+    }
+
     /// The AMIs tagged with this app and `commit`, in `region`.
     pub async fn release_images(
         &self,
@@ -293,6 +311,20 @@ impl Child {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             elapsed: started.elapsed(),
         }
+    }
+}
+
+/// State bucket calls touch only the pipeline's own keys: locks, the
+/// deploy queue, the ledger and test verdicts.
+fn assert_only_bookkeeping(state: &[Call]) {
+    for call in state {
+        let key = call.path.splitn(3, '/').nth(2).unwrap_or_default();
+        assert!(
+            ["locks/", "queue/", "ledger/", "tests/"]
+                .iter()
+                .any(|dir| key.starts_with(dir)),
+            "a state bucket call outside the pipeline's keys: {call:?}"
+        );
     }
 }
 

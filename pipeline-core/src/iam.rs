@@ -351,10 +351,22 @@ promote: { hosted_zone: Z123, record: www.example.com }
             "no instance profile configured"
         );
 
-        // Without environments or promote: EC2 only.
+        // Without environments or promote: EC2, and the state bucket
+        // (every stage takes a lock and writes the ledger).
         let lean =
             Config::parse(&CONFIG[..CONFIG.find("environments:").unwrap()], "p.yaml").unwrap();
+        let state = [
+            "s3:DeleteObject",
+            "s3:GetObject",
+            "s3:ListBucket",
+            "s3:PutObject",
+        ];
         let lean = actions(&policy(&lean));
-        assert!(lean.iter().all(|a| a.starts_with("ec2:")), "{lean:?}");
+        assert!(
+            lean.iter()
+                .all(|a| a.starts_with("ec2:") || state.contains(a)),
+            "{lean:?}"
+        );
+        assert!(state.iter().all(|a| lean.contains(a)), "{lean:?}");
     }
 }

@@ -172,7 +172,8 @@ mod tests {
     #[test]
     fn stamps_sort_by_time() {
         assert_eq!(stamp_ms(0), "19700101T000000.000Z");
-        assert_eq!(stamp_ms(1_795_000_000_123), "20261018T080640.123Z");
+        // 2026-11-18 11:06:40.123 UTC (Python's datetime agrees).
+        assert_eq!(stamp_ms(1_795_000_000_123), "20261118T110640.123Z");
         assert!(stamp_ms(1_000) < stamp_ms(10_000));
     }
 }

@@ -634,6 +634,21 @@ impl Config {
         Ok(())
     }
 
+    /// Environment `name`; an unknown one is bad input that lists the known.
+    pub fn environment(&self, name: &str) -> Result<&EnvironmentConfig> {
+        self.environments.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            Error::Input(format!(
+                "no environment {name:?} in the config; known: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
     /// The user-data the builder runs: the provisioning script wrapped so that
     /// it reports its exit status on the console and powers the machine off.
     pub fn builder_user_data(&self) -> String {

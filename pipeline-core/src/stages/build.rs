@@ -16,9 +16,6 @@ use crate::ports::{
 use crate::release::{Built, Commit, Release, RunId, Tested, utc_stamp};
 use crate::wait::{self, Interrupt, Poll, Progress};
 
-/// How many console lines a failed bake shows.
-const CONSOLE_TAIL_LINES: usize = 30;
-
 /// Everything the build stage needs, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildPlan {
@@ -398,19 +395,7 @@ impl Bake<'_> {
     /// reported, since the original error is what the user needs first.
     async fn clean_up_failed_bake(&self, builder: &str, image: Option<&str>, cause: &Error) {
         tracing::error!("bake failed: {cause}; cleaning up");
-        match self.instances.console_output(builder).await {
-            Ok(console) if !console.trim().is_empty() => {
-                let lines: Vec<&str> = console.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
-                tracing::error!(
-                    "last {} lines of builder {builder}'s console:\n{}",
-                    tail.len(),
-                    tail.join("\n")
-                );
-            }
-            Ok(_) => tracing::warn!("builder {builder} has no console output yet"),
-            Err(e) => tracing::warn!("could not read builder {builder}'s console: {e}"),
-        }
+        super::log_console_tail(self.instances, "builder", builder).await;
         if let Some(image) = image {
             match self.images.deregister_image(&self.plan.region, image).await {
                 Ok(()) => tracing::info!("deregistered half-made image {image}"),

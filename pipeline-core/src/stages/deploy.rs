@@ -68,17 +68,7 @@ impl DeployPlan {
     /// The plan for environment `env` of a loaded config; an unknown
     /// environment is bad input.
     pub fn new(config: &Config, env: &str) -> Result<Self> {
-        let e = config.environments.get(env).ok_or_else(|| {
-            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-            Error::Input(format!(
-                "no environment {env:?} in the config; known: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
+        let e = config.environment(env)?;
         Ok(DeployPlan {
             app: config.app.clone(),
             env: env.to_string(),

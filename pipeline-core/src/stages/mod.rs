@@ -13,3 +13,27 @@ pub mod promote;
 pub mod status;
 pub mod task;
 pub mod test;
+
+use crate::ports::Instances;
+
+/// How many console lines a failed bake or task shows.
+const CONSOLE_TAIL_LINES: usize = 30;
+
+/// Logs the last lines of instance `id`'s console, `whose` it is (e.g.
+/// `builder`, `task migrate`): what a failed bake or task printed.
+/// Best effort: a console that cannot be read is a warning.
+pub(crate) async fn log_console_tail(instances: &dyn Instances, whose: &str, id: &str) {
+    match instances.console_output(id).await {
+        Ok(console) if !console.trim().is_empty() => {
+            let lines: Vec<&str> = console.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
+            tracing::error!(
+                "last {} lines of {whose}'s console ({id}):\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+        Ok(_) => tracing::warn!("{whose} ({id}) has no console output yet"),
+        Err(e) => tracing::warn!("could not read the console of {whose} ({id}): {e}"),
+    }
+}

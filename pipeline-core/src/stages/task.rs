@@ -28,8 +28,6 @@ use crate::wait::{self, Interrupt, Poll, Progress};
 pub const EXIT_TAG: &str = "pipeline:task-exit";
 /// The console line a task script prints: `pipeline-task: NAME exit N`.
 pub const CONSOLE_MARKER: &str = "pipeline-task:";
-/// How many console lines a failed task shows.
-const CONSOLE_TAIL_LINES: usize = 30;
 const SCRIPT_DELIMITER: &str = "PIPELINE_TASK_EOF";
 
 /// One task of one environment, checked and derived from the config.
@@ -65,17 +63,7 @@ impl TaskPlan {
     /// Every task of environment `env`, in the order the config lists them.
     /// An unknown environment is bad input.
     pub fn all(config: &Config, env: &str) -> Result<Vec<TaskPlan>> {
-        let e = config.environments.get(env).ok_or_else(|| {
-            Error::Input(format!(
-                "no environment {env:?} in the config; known: {}",
-                config
-                    .environments
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+        let e = config.environment(env)?;
         Ok(e.tasks
             .iter()
             .map(|(name, t)| TaskPlan {
@@ -219,7 +207,7 @@ pub async fn run(
     let result = verdict(plan, instances, &id, interrupt).await;
     if let Err(err) = &result {
         tracing::error!("task {} failed: {err}", plan.name);
-        log_console_tail(instances, &plan.name, &id).await;
+        super::log_console_tail(instances, &format!("task {}", plan.name), &id).await;
     }
     match instances.terminate(std::slice::from_ref(&id)).await {
         Ok(()) => tracing::info!("task instance {id} terminated"),
@@ -298,22 +286,6 @@ pub fn console_exit(name: &str, console: &str) -> Option<String> {
         (!status.is_empty() && status.bytes().all(|b| b.is_ascii_digit()))
             .then(|| status.to_string())
     })
-}
-
-async fn log_console_tail(instances: &dyn Instances, name: &str, id: &str) {
-    match instances.console_output(id).await {
-        Ok(console) if !console.trim().is_empty() => {
-            let lines: Vec<&str> = console.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
-            tracing::error!(
-                "last {} lines of task {name}'s console ({id}):\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
-        }
-        Ok(_) => tracing::warn!("task instance {id} has no console output yet"),
-        Err(e) => tracing::warn!("could not read task instance {id}'s console: {e}"),
-    }
 }
 
 #[cfg(test)]

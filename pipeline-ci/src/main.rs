@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let interrupt = Interrupt::on_signals();
             let outcome = match &tracked {
                 Some(tracking) => {
-                    let Some(stage) = begin(
+                    let stage = StageRun::begin(
                         tracking,
                         "test",
                         None,
@@ -126,10 +126,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         &[],
                         &interrupt,
                     )
-                    .await?
-                    else {
-                        unreachable!("a run without locks is never superseded")
-                    };
+                    .await?;
                     let result = test::run(commit, command, stdout, &interrupt).await;
                     stage
                         .finish(result, EventKind::Succeeded, |o| Details {
@@ -210,7 +207,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
             let interrupt = Interrupt::on_signals();
             let scopes = [name.clone()];
-            let Some(stage) = begin(
+            let stage = StageRun::begin(
                 &tracking,
                 "task",
                 Some(name),
@@ -218,10 +215,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &scopes,
                 &interrupt,
             )
-            .await?
-            else {
-                unreachable!("only deploys queue")
-            };
+            .await?;
             let result = async {
                 let release = source.release(&ec2, &config).await?;
                 let outcome = task::run(
@@ -256,7 +250,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ports = promote_ports(&ec2, &dns, &balancers);
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
             let interrupt = Interrupt::on_signals();
-            let Some(stage) = begin(
+            let stage = StageRun::begin(
                 &tracking,
                 "promote",
                 to.as_deref(),
@@ -264,10 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &plan.slots,
                 &interrupt,
             )
-            .await?
-            else {
-                unreachable!("only deploys queue")
-            };
+            .await?;
             let result = promote::promote(&plan, &ports, to.as_deref(), &commit, &interrupt).await;
             let flip = stage
                 .finish(result, EventKind::Promoted, flip_details)
@@ -283,11 +274,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ports = promote_ports(&ec2, &dns, &balancers);
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
             let interrupt = Interrupt::on_signals();
-            let Some(stage) =
-                begin(&tracking, "rollback", None, None, &plan.slots, &interrupt).await?
-            else {
-                unreachable!("only deploys queue")
-            };
+            let stage =
+                StageRun::begin(&tracking, "rollback", None, None, &plan.slots, &interrupt).await?;
             let result = promote::rollback(&plan, &ports, &interrupt).await;
             let flip = stage
                 .finish(result, EventKind::RolledBack, flip_details)
@@ -322,11 +310,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let live_slot = live.as_ref().and_then(|l| l.slot.as_deref());
             let envs = status::status(&config.app, &environments, &ec2, live_slot).await?;
             if let Some(file) = html {
-                let store =
-                    StateBucket::new(&sdk, &config.state.bucket, config.state.prefix.as_deref());
-                let events = Ledger::new(Arc::new(store), &config.app)
-                    .history(None, 12)
-                    .await?;
+                let events = ledger(&config, &sdk).history(None, 12).await?;
                 let page = dashboard::render(
                     &config.app,
                     plan.as_ref().map(|p| p.record.as_str()),
@@ -347,15 +331,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::History { env: name, limit } => {
             let config = Config::load(&cli.config)?;
-            if let Some(name) = name
-                && !config.environments.contains_key(name)
-            {
-                DeployPlan::new(&config, name)?;
+            if let Some(name) = name {
+                config.environment(name)?;
             }
             let sdk = sdk_config(&config).await;
-            let store =
-                StateBucket::new(&sdk, &config.state.bucket, config.state.prefix.as_deref());
-            let entries = Ledger::new(Arc::new(store), &config.app)
+            let entries = ledger(&config, &sdk)
                 .history(name.as_deref(), *limit)
                 .await?;
             Ok(output::history(cli.output, &entries))
@@ -365,7 +345,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
-            let Some(mut stage) = begin(
+            let mut stage = StageRun::begin(
                 &tracking,
                 "unlock",
                 Some(scope),
@@ -373,10 +353,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &[],
                 &Interrupt::never(),
             )
-            .await?
-            else {
-                unreachable!("a run without locks is never superseded")
-            };
+            .await?;
             let removed = lock::unlock(&*tracking.ledger.store(), &config.app, scope).await;
             if let Ok(Some(holder)) = &removed {
                 stage.note(format!("removed the lock of {}", holder.describe()));
@@ -396,9 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
             let interrupt = Interrupt::on_signals();
             let scopes = ["gc".to_string()];
-            let Some(stage) = begin(&tracking, "gc", None, None, &scopes, &interrupt).await? else {
-                unreachable!("only deploys queue")
-            };
+            let stage = StageRun::begin(&tracking, "gc", None, None, &scopes, &interrupt).await?;
             let ports = GcPorts {
                 images: &ec2,
                 instances: &ec2,
@@ -470,7 +445,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let interrupt = Interrupt::on_signals();
             // Two builds of one commit would bake it twice: one at a time.
             let scopes = [format!("build-{}", &commit.as_str()[..12])];
-            let Some(mut stage) = begin(
+            let mut stage = StageRun::begin(
                 &tracking,
                 "build",
                 None,
@@ -478,10 +453,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &scopes,
                 &interrupt,
             )
-            .await?
-            else {
-                unreachable!("only deploys queue")
-            };
+            .await?;
             let gate = if *skip_test_gate {
                 tracing::warn!(
                     "the test gate is skipped (--skip-test-gate); the ledger records it"
@@ -525,35 +497,23 @@ fn tracking(
     notifier: Notifier,
     lock_timeout: std::time::Duration,
 ) -> Tracking {
-    let store = StateBucket::new(sdk, &config.state.bucket, config.state.prefix.as_deref());
     Tracking {
         app: config.app.clone(),
         actor,
         notifier,
-        ledger: Ledger::new(Arc::new(store), &config.app),
+        ledger: ledger(config, sdk),
         lock: config.state.lock_plan(lock_timeout),
     }
 }
 
-/// Begins a stage run that holds `scopes`; `None` never happens without a queue.
-async fn begin<'a>(
-    tracking: &'a Tracking,
-    stage: &'static str,
-    env: Option<&str>,
-    commit: Option<&str>,
-    scopes: &[String],
-    interrupt: &Interrupt,
-) -> Result<Option<StageRun<'a>>> {
-    Ok(
-        match StageRun::begin(tracking, stage, env, commit, scopes, false, interrupt).await? {
-            Begun::Running(run) => Some(run),
-            Begun::Superseded(_) => None,
-        },
-    )
+/// The app's ledger in the config's state bucket.
+fn ledger(config: &Config, sdk: &aws_config::SdkConfig) -> Ledger {
+    let store = StateBucket::new(sdk, &config.state.bucket, config.state.prefix.as_deref());
+    Ledger::new(Arc::new(store), &config.app)
 }
 
-/// Begins a deploy, queued: `None` (after printing so) when a newer run
-/// superseded it.
+/// Begins a deploy in the queue: `None` (after printing so) when a newer
+/// run superseded it.
 async fn begin_queued<'a>(
     tracking: &'a Tracking,
     stage: &'static str,
@@ -564,7 +524,7 @@ async fn begin_queued<'a>(
     format: OutputFormat,
 ) -> Result<Option<StageRun<'a>>> {
     Ok(
-        match StageRun::begin(tracking, stage, env, commit, scopes, true, interrupt).await? {
+        match StageRun::begin_queued(tracking, stage, env, commit, scopes, interrupt).await? {
             Begun::Running(run) => Some(run),
             Begun::Superseded(newer) => {
                 output::superseded(format, stage, env, &newer);

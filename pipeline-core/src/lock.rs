@@ -82,6 +82,12 @@ impl Holder {
         text
     }
 
+    /// Sets the expiry to `ttl` from now; returns the lock object's body.
+    fn renewed(&mut self, ttl: Duration) -> Vec<u8> {
+        self.expires_ms = now_ms() + ttl.as_millis() as i64;
+        serde_json::to_vec(self).expect("a holder serializes")
+    }
+
     fn expired(&self, now: i64) -> bool {
         self.expires_ms <= now
     }
@@ -149,8 +155,7 @@ pub async fn acquire(
             break Err(e);
         }
         let mut record = me.clone();
-        record.expires_ms = now_ms() + plan.ttl.as_millis() as i64;
-        let body = serde_json::to_vec(&record).expect("a holder serializes");
+        let body = record.renewed(plan.ttl);
         if let Written::Done(etag) = store.put_new(&key, &body).await? {
             break Ok(Acquired::Held(Lock::start(
                 store.clone(),
@@ -329,8 +334,7 @@ async fn heartbeat(
     loop {
         ticks.tick().await;
         let ours = etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        record.expires_ms = now_ms() + plan.ttl.as_millis() as i64;
-        let body = serde_json::to_vec(&record).expect("a holder serializes");
+        let body = record.renewed(plan.ttl);
         match store.put_if(&key, &body, &ours).await {
             Ok(Written::Done(new)) => *etag.lock().unwrap_or_else(|p| p.into_inner()) = new,
             Ok(Written::Refused) => {

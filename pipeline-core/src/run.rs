@@ -69,9 +69,35 @@ pub struct StageRun<'a> {
 
 impl<'a> StageRun<'a> {
     /// Starts the run of `stage`: takes the locks of `scopes` (in sorted
-    /// order, so two runs cannot deadlock), then tells the webhooks. With
-    /// `queue`, a newer run queued behind this one supersedes it (recorded).
+    /// order, so two runs cannot deadlock), then tells the webhooks.
     pub async fn begin(
+        tracking: &'a Tracking,
+        stage: &'static str,
+        env: Option<&str>,
+        commit: Option<&str>,
+        scopes: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<StageRun<'a>> {
+        match Self::start(tracking, stage, env, commit, scopes, false, interrupt).await? {
+            Begun::Running(run) => Ok(run),
+            Begun::Superseded(_) => unreachable!("only a queued run is superseded"),
+        }
+    }
+
+    /// [`StageRun::begin`], waiting in the queue of `scopes`: a newer run
+    /// queued behind this one supersedes it (recorded in the ledger).
+    pub async fn begin_queued(
+        tracking: &'a Tracking,
+        stage: &'static str,
+        env: Option<&str>,
+        commit: Option<&str>,
+        scopes: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<Begun<'a>> {
+        Self::start(tracking, stage, env, commit, scopes, true, interrupt).await
+    }
+
+    async fn start(
         tracking: &'a Tracking,
         stage: &'static str,
         env: Option<&str>,

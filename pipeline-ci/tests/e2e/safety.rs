@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pipeline_fixtures::{BuilderBehaviour, Guest, guest, seed_balancers};
 
-use crate::support::{Env, SHA, SHA2, eventually, target_group};
+use crate::support::{Env, Kind, SHA, SHA2, eventually, healthy, target_group};
 
 const SHA3: &str = "1111111111111111111111111111111111111111";
 const SHA4: &str = "2222222222222222222222222222222222222222";
@@ -59,27 +59,6 @@ async fn world(drain: &str) -> (Env, pipeline_fixtures::Balancers, Guest) {
         .replace("drain_timeout: 2s", &format!("drain_timeout: {drain}"));
     env.write_config(&format!("{}environments:\n{environment}", env.config("")));
     (env, balancers, guest)
-}
-
-async fn healthy(env: &Env, balancers: &pipeline_fixtures::Balancers) -> Vec<String> {
-    let mut ids: Vec<String> = aws_sdk_elasticloadbalancingv2::Client::new(&env.sdk)
-        .describe_target_health()
-        .target_group_arn(&balancers.target_group_arn)
-        .send()
-        .await
-        .unwrap()
-        .target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target_health()
-                .and_then(|h| h.state())
-                .map(|s| s.as_str())
-                == Some("healthy")
-        })
-        .map(|d| d.target().unwrap().id().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Every instance of the app that is not terminated.
@@ -278,7 +257,7 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
 
     let serving = env.live_instances("prod1", SHA3).await;
     assert_eq!(serving.len(), 2);
-    assert_eq!(healthy(&env, &balancers).await, serving);
+    assert_eq!(healthy(&env, &balancers, Kind::TargetGroup).await, serving);
     assert_eq!(not_terminated(&env).await, serving);
     assert!(keys(&env, "locks/").await.is_empty());
     assert!(keys(&env, "queue/").await.is_empty());
@@ -365,7 +344,11 @@ async fn killed_at(point: Point) {
     assert_eq!(rerun.code, 0, "{point:?}: {rerun:#?}");
     let new = env.live_instances("prod1", SHA2).await;
     assert_eq!(new.len(), 2, "{point:?}: exactly N: {new:?}");
-    assert_eq!(healthy(&env, &balancers).await, new, "{point:?}");
+    assert_eq!(
+        healthy(&env, &balancers, Kind::TargetGroup).await,
+        new,
+        "{point:?}"
+    );
     assert_eq!(not_terminated(&env).await, new, "{point:?}: no orphans");
     assert!(
         keys(&env, "locks/").await.is_empty(),

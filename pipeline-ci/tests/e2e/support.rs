@@ -345,6 +345,93 @@ where
     }
 }
 
+/// Which balancer an environment of [`Env::deploy_config`] uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// A Classic ELB.
+    Classic,
+    /// An ALB/NLB target group.
+    TargetGroup,
+}
+
+impl Kind {
+    /// Its environment in [`Env::deploy_config`].
+    pub fn env(self) -> &'static str {
+        match self {
+            Kind::Classic => "staging",
+            Kind::TargetGroup => "prod1",
+        }
+    }
+}
+
+/// (id, healthy) of every instance the balancer has registered: one call.
+pub async fn balancer_health(env: &Env, balancers: &Balancers, kind: Kind) -> Vec<(String, bool)> {
+    health_with(&env.sdk, balancers, kind).await
+}
+
+pub async fn health_with(
+    sdk: &aws_config::SdkConfig,
+    balancers: &Balancers,
+    kind: Kind,
+) -> Vec<(String, bool)> {
+    match kind {
+        Kind::Classic => aws_sdk_elasticloadbalancing::Client::new(sdk)
+            .describe_instance_health()
+            .load_balancer_name(&balancers.classic)
+            .send()
+            .await
+            .unwrap()
+            .instance_states()
+            .iter()
+            .map(|s| {
+                (
+                    s.instance_id().unwrap().to_string(),
+                    s.state() == Some("InService"),
+                )
+            })
+            .collect(),
+        Kind::TargetGroup => aws_sdk_elasticloadbalancingv2::Client::new(sdk)
+            .describe_target_health()
+            .target_group_arn(&balancers.target_group_arn)
+            .send()
+            .await
+            .unwrap()
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let state = d
+                    .target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_string());
+                (
+                    d.target().unwrap().id().unwrap().to_string(),
+                    state.as_deref() == Some("healthy"),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The ids of the instances the balancer reports healthy, sorted.
+pub async fn healthy(env: &Env, balancers: &Balancers, kind: Kind) -> Vec<String> {
+    healthy_with(&env.sdk, balancers, kind).await
+}
+
+pub async fn healthy_with(
+    sdk: &aws_config::SdkConfig,
+    balancers: &Balancers,
+    kind: Kind,
+) -> Vec<String> {
+    let mut ids: Vec<String> = health_with(sdk, balancers, kind)
+        .await
+        .into_iter()
+        .filter(|(_, h)| *h)
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// `load_balancer` YAML for a seeded Classic ELB.
 pub fn classic(b: &Balancers) -> String {
     format!("{{ classic: {} }}", b.classic)

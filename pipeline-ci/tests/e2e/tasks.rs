@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::Instance;
 use pipeline_fixtures::{Balancers, BuilderBehaviour, guest, seed_balancers, spawn_task_runner};
 
-use crate::support::{Env, SHA, SHA2, classic, filter};
+use crate::support::{Env, Kind, SHA, SHA2, classic, filter, healthy};
 
 /// A staging env behind the Classic ELB with one `before_traffic` task.
 fn config(env: &Env, balancers: &Balancers) -> String {
@@ -45,22 +45,6 @@ fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
 
 fn state(instance: &Instance) -> &str {
     instance.state().and_then(|s| s.name()).unwrap().as_str()
-}
-
-async fn in_service(env: &Env, balancers: &Balancers) -> Vec<String> {
-    let mut ids: Vec<String> = aws_sdk_elasticloadbalancing::Client::new(&env.sdk)
-        .describe_instance_health()
-        .load_balancer_name(&balancers.classic)
-        .send()
-        .await
-        .unwrap()
-        .instance_states()
-        .iter()
-        .filter(|s| s.state() == Some("InService"))
-        .map(|s| s.instance_id().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +126,7 @@ async fn a_task_runs_before_traffic_from_the_release_ami_and_by_hand() {
         "task ended at call {powered_off}, registration at {registered}"
     );
     assert_eq!(
-        in_service(&env, &balancers).await,
+        healthy(&env, &balancers, Kind::Classic).await,
         env.live_instances("staging", SHA).await
     );
 
@@ -193,7 +177,7 @@ async fn a_failed_task_aborts_the_deploy_and_the_old_fleet_keeps_serving() {
     assert_eq!(first.code, 0, "{first:#?}");
     drop(passing);
     let fleet = env.live_instances("staging", SHA).await;
-    assert_eq!(in_service(&env, &balancers).await, fleet);
+    assert_eq!(healthy(&env, &balancers, Kind::Classic).await, fleet);
 
     let _failing = spawn_task_runner(&env.sdk, 3, Duration::from_millis(100));
     let second = env
@@ -213,7 +197,7 @@ async fn a_failed_task_aborts_the_deploy_and_the_old_fleet_keeps_serving() {
 
     // Through the API: the old fleet serves, nothing of SHA2 runs, every
     // task instance is terminated.
-    assert_eq!(in_service(&env, &balancers).await, fleet);
+    assert_eq!(healthy(&env, &balancers, Kind::Classic).await, fleet);
     assert_eq!(env.live_instances("staging", SHA).await, fleet);
     assert!(env.live_instances("staging", SHA2).await.is_empty());
     let tasks = task_instances(&env).await;

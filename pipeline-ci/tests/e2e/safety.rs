@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use pipeline_fixtures::{BuilderBehaviour, Guest, guest, seed_balancers};
 
-use crate::support::{Env, Kind, SHA, SHA2, eventually, healthy, target_group};
+use crate::support::{
+    Env, Kind, SHA, SHA2, balancer_health, classic, eventually, healthy, target_group,
+};
 
 const SHA3: &str = "1111111111111111111111111111111111111111";
 const SHA4: &str = "2222222222222222222222222222222222222222";
@@ -46,17 +48,23 @@ async fn object(env: &Env, key: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// prod1 behind the target group (2 instances), a guest, the config written.
-async fn world(drain: &str) -> (Env, pipeline_fixtures::Balancers, Guest) {
+/// prod1 (2 instances) behind the seeded `kind` of balancer, which drains
+/// for `drain` seconds (the config's `drain_timeout` too), a guest, the
+/// config written.
+async fn world(kind: Kind, drain: u32) -> (Env, pipeline_fixtures::Balancers, Guest) {
     let env = Env::new().await;
-    let balancers = seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    let balancers = seed_balancers(&env.sdk, &env.world, "shop", drain).await;
     let guest = guest::spawn(
         &env.sdk,
         BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
     );
+    let load_balancer = match kind {
+        Kind::Classic => classic(&balancers),
+        Kind::TargetGroup => target_group(&balancers),
+    };
     let environment = env
-        .environment("prod1", &target_group(&balancers))
-        .replace("drain_timeout: 2s", &format!("drain_timeout: {drain}"));
+        .environment("prod1", &load_balancer)
+        .replace("drain_timeout: 2s", &format!("drain_timeout: {drain}s"));
     env.write_config(&format!("{}environments:\n{environment}", env.config("")));
     (env, balancers, guest)
 }
@@ -73,7 +81,7 @@ async fn not_terminated(env: &Env) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_gate_and_the_ledger() {
-    let (env, _balancers, _guest) = world("2s").await;
+    let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;
     let user = [("USER", "ada")];
 
     let untested = env
@@ -178,7 +186,7 @@ async fn the_test_gate_and_the_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
-    let (env, balancers, _guest) = world("2s").await;
+    let (env, balancers, _guest) = world(Kind::TargetGroup, 1).await;
     for sha in [SHA, SHA2, SHA3] {
         let run = env
             .pipeline(&["build", "--skip-test-gate", "--commit", sha])
@@ -272,16 +280,139 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
     assert_eq!(outcomes, ["superseded", "succeeded"], "C, D");
 }
 
-/// Where a deploy is killed. (After deregister is not reachable here:
-/// moto drops a deregistered target at once, so the deploy goes straight
-/// on to terminate; after launch is `deploy::a_killed_deploy_...`.)
-#[derive(Clone, Copy, Debug)]
-enum Point {
-    AfterRegister,
+/// The mutating EC2 and ELB actions the pipeline made while recording.
+fn mutations(env: &Env) -> Vec<String> {
+    env.aws_calls()
+        .into_iter()
+        .filter(|c| c.is_mutating())
+        .map(|c| c.action)
+        .collect()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deploys_started_together_never_interleave() {
+    let (env, balancers, _guest) = world(Kind::TargetGroup, 1).await;
+    for sha in [SHA, SHA2, SHA3, SHA4] {
+        let run = env
+            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
+            .await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+            .await
+            .code,
+        0
+    );
+    // What one deploy over a serving fleet changes, in order.
+    env.moto.reset_recording();
+    env.moto.start_recording();
+    assert_eq!(
+        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA2])
+            .await
+            .code,
+        0
+    );
+    env.moto.stop_recording();
+    let one = mutations(&env);
+    assert!(one.contains(&"TerminateInstances".to_string()), "{one:?}");
+
+    // Started together, not waiting: one deploys, the other exits 3
+    // naming it, and changes nothing.
+    env.moto.reset_recording();
+    env.moto.start_recording();
+    let deploy = |sha| {
+        [
+            "deploy", "--env", "prod1", "--commit", sha, "--output", "json",
+        ]
+    };
+    let a = env.spawn(&deploy(SHA3));
+    let b = env.spawn(&deploy(SHA));
+    let (a, b) = (a.wait().await, b.wait().await);
+    env.moto.stop_recording();
+    let (won, lost, winner) = match (a.code, b.code) {
+        (0, 3) => (a, b, SHA3),
+        (3, 0) => (b, a, SHA),
+        _ => panic!("one succeeds, one exits 3:\n{a:#?}\n{b:#?}"),
+    };
+    assert!(
+        lost.stderr.contains(&format!(
+            "prod1 is locked by deploy run {}",
+            won.json()["run"].as_str().unwrap()
+        )) && lost.stderr.contains(&winner[..12]),
+        "the holder's details: {lost:#?}"
+    );
+    assert_eq!(mutations(&env), one, "only the winner changed anything");
+    let serving = env.live_instances("prod1", winner).await;
+    assert_eq!(serving.len(), 2);
+    assert_eq!(not_terminated(&env).await, serving);
+
+    // Started together, both willing to wait: one after the other, each
+    // making exactly the changes of a lone deploy, never interleaved.
+    env.moto.reset_recording();
+    env.moto.start_recording();
+    let a = env.spawn(&[
+        "deploy",
+        "--env",
+        "prod1",
+        "--commit",
+        SHA2,
+        "--lock-timeout",
+        "60s",
+    ]);
+    let b = env.spawn(&[
+        "deploy",
+        "--env",
+        "prod1",
+        "--commit",
+        SHA4,
+        "--lock-timeout",
+        "60s",
+    ]);
+    let (a, b) = (a.wait().await, b.wait().await);
+    env.moto.stop_recording();
+    assert_eq!((a.code, b.code), (0, 0), "{a:#?}\n{b:#?}");
+    assert_eq!(mutations(&env), [one.clone(), one].concat());
+    let (x, y) = (
+        env.live_instances("prod1", SHA2).await,
+        env.live_instances("prod1", SHA4).await,
+    );
+    let serving = if x.is_empty() { y } else { x };
+    assert_eq!(serving.len(), 2, "one of them serves, alone");
+    assert_eq!(healthy(&env, &balancers, Kind::TargetGroup).await, serving);
+    assert_eq!(not_terminated(&env).await, serving, "no orphans");
+    assert!(keys(&env, "locks/").await.is_empty());
+    assert!(keys(&env, "queue/").await.is_empty());
+}
+
+/// Where a deploy is killed (after launch is
+/// `deploy::a_killed_deploy_is_converged_by_the_next_run`).
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    /// The new fleet is registered; the deploy waits for it to be healthy.
+    AfterRegister,
+    /// The old fleet is deregistered but not yet terminated: the deploy
+    /// waits out connection draining. A Classic ELB, since moto drops a
+    /// deregistered target-group target at once where AWS keeps it
+    /// `draining`, which leaves no window between deregister and terminate.
+    AfterDeregister,
+}
+
+impl Point {
+    fn world(self) -> (Kind, u32) {
+        match self {
+            Point::AfterRegister => (Kind::TargetGroup, 1),
+            Point::AfterDeregister => (Kind::Classic, 8),
+        }
+    }
+}
+
+/// Deploys A, starts deploying B, kills it with SIGKILL at `point` (seen
+/// through the EC2 and ELB APIs), then reruns the deploy of B: exactly N
+/// healthy instances of B, nothing else of the app running, the lock free.
 async fn killed_at(point: Point) {
-    let (env, balancers, _guest) = world("20s").await;
+    let (kind, drain) = point.world();
+    let (env, balancers, _guest) = world(kind, drain).await;
     for sha in [SHA, SHA2] {
         let run = env
             .pipeline(&["build", "--skip-test-gate", "--commit", sha])
@@ -294,41 +425,47 @@ async fn killed_at(point: Point) {
             .code,
         0
     );
+    let old = env.live_instances("prod1", SHA).await;
+    assert_eq!(old.len(), 2);
 
     let child = env.spawn(&["deploy", "--env", "prod1", "--commit", SHA2]);
-    let tg = aws_sdk_elasticloadbalancingv2::Client::new(&env.sdk);
-    let arn = balancers.target_group_arn.clone();
-    let registered = || async {
-        tg.describe_target_health()
-            .target_group_arn(&arn)
-            .send()
+    let in_balancer = || async {
+        balancer_health(&env, &balancers, kind)
             .await
-            .unwrap()
-            .target_health_descriptions()
-            .iter()
-            .filter(|d| {
-                d.target_health()
-                    .and_then(|h| h.state())
-                    .map(|s| s.as_str())
-                    != Some("draining")
-            })
-            .map(|d| d.target().unwrap().id().unwrap().to_string())
+            .into_iter()
+            .map(|(id, _)| id)
             .collect::<Vec<_>>()
     };
     match point {
         Point::AfterRegister => {
             eventually("the new fleet to be registered", || async {
                 let new = env.live_instances("prod1", SHA2).await;
-                !new.is_empty() && new.iter().all(|_| true) && {
-                    let r = registered().await;
-                    new.iter().all(|i| r.contains(i))
-                }
+                let registered = in_balancer().await;
+                !new.is_empty() && new.iter().all(|i| registered.contains(i))
+            })
+            .await
+        }
+        Point::AfterDeregister => {
+            eventually("the old fleet to be deregistered", || async {
+                let registered = in_balancer().await;
+                !registered.is_empty() && old.iter().all(|i| !registered.contains(i))
             })
             .await
         }
     }
     child.signal("KILL");
     assert_ne!(child.wait().await.code, 0);
+    if let Point::AfterDeregister = point {
+        // Killed inside the window: the old fleet out of the balancer,
+        // still running, the new one serving.
+        assert_eq!(
+            env.live_instances("prod1", SHA).await,
+            old,
+            "killed before the old fleet was terminated"
+        );
+        let new = env.live_instances("prod1", SHA2).await;
+        assert_eq!(healthy(&env, &balancers, kind).await, new);
+    }
 
     let rerun = env
         .pipeline(&[
@@ -344,10 +481,11 @@ async fn killed_at(point: Point) {
     assert_eq!(rerun.code, 0, "{point:?}: {rerun:#?}");
     let new = env.live_instances("prod1", SHA2).await;
     assert_eq!(new.len(), 2, "{point:?}: exactly N: {new:?}");
+    assert_eq!(healthy(&env, &balancers, kind).await, new, "{point:?}");
     assert_eq!(
-        healthy(&env, &balancers, Kind::TargetGroup).await,
-        new,
-        "{point:?}"
+        in_balancer().await.len(),
+        2,
+        "{point:?}: nothing else registered"
     );
     assert_eq!(not_terminated(&env).await, new, "{point:?}: no orphans");
     assert!(
@@ -362,8 +500,13 @@ async fn a_deploy_killed_after_register_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_after_deregister_converges() {
+    killed_at(Point::AfterDeregister).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_keeps_what_is_in_use_and_the_newest() {
-    let (env, _balancers, _guest) = world("2s").await;
+    let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;
     let mut amis = Vec::new();
     for sha in [SHA, SHA2, SHA3, SHA4] {
         let run = env
@@ -452,7 +595,7 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_html_dashboard_renders_in_chromium() {
-    let (env, _balancers, _guest) = world("2s").await;
+    let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;
     assert_eq!(
         env.pipeline(&["build", "--skip-test-gate", "--commit", SHA])
             .await

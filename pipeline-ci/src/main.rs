@@ -30,7 +30,8 @@ use pipeline_core::config::EventKind;
 use pipeline_core::ledger::Ledger;
 use pipeline_core::lock;
 use pipeline_core::notify::Notifier;
-use pipeline_core::ports::{AutoScaling, Balancer};
+use pipeline_core::ports::{AutoScaling, Balancer, Instances};
+use pipeline_core::recovery;
 use pipeline_core::release::{Built, Commit, Release};
 use pipeline_core::run::{Actor, Begun, Details, StageRun, Tracking};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
@@ -207,7 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
             let interrupt = Interrupt::on_signals();
             let scopes = [name.clone()];
-            let stage = StageRun::begin(
+            let mut stage = StageRun::begin(
                 &tracking,
                 "task",
                 Some(name),
@@ -216,7 +217,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &interrupt,
             )
             .await?;
+            let recovered = recover(&mut stage, &ec2, &config.app).await;
             let result = async {
+                recovered?;
                 let release = source.release(&ec2, &config).await?;
                 let outcome = task::run(
                     &plan,
@@ -470,11 +473,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 })
             };
             let result = match gate {
-                Ok(()) => {
-                    Release::tested(&config.app, commit)
-                        .build(&plan, ports, stage.id(), &interrupt)
-                        .await
-                }
+                Ok(()) => match recover(&mut stage, &ec2, &config.app).await {
+                    Ok(()) => {
+                        Release::tested(&config.app, commit)
+                            .build(&plan, ports, stage.id(), &interrupt)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             let outcome = stage
@@ -486,6 +492,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(output::build(cli.output, &outcome))
         }
     }
+}
+
+/// Terminates the builder and task instances of the killed runs whose
+/// locks `stage` took over, and notes it in the run's ledger entry.
+async fn recover(stage: &mut StageRun<'_>, instances: &dyn Instances, app: &str) -> Result<()> {
+    let killed = stage.taken_over();
+    let cleaned = recovery::clean_up_after(instances, app, &killed).await?;
+    if !cleaned.is_empty() {
+        stage.note(format!(
+            "terminated {} left by the killed run {}",
+            cleaned.join(", "),
+            killed.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// What every tracked stage run of this config shares: the ledger and

@@ -36,6 +36,8 @@
 //! - [`lock`]: the per-environment release lock and queue in the state bucket.
 //! - [`notify`]: stage events to webhooks, in the background, bounded.
 //! - [`run`]: a stage run: who started it, and the events around it.
+//! - [`recovery`]: what a killed run left, cleaned up by the run that takes
+//!   over its lock.
 
 #![deny(missing_docs)]
 
@@ -47,6 +49,7 @@ pub mod ledger;
 pub mod lock;
 pub mod notify;
 pub mod ports;
+pub mod recovery;
 pub mod release;
 pub mod run;
 pub mod stages;

@@ -392,6 +392,10 @@ pub trait Instances: Send + Sync {
     /// Every instance of `app` (any role, any environment) that is not
     /// terminated, in one call.
     async fn instances_of_app(&self, app: &str) -> Result<Vec<AppInstance>>;
+
+    /// The instances of `app` tagged with any of the run ids `runs` (any
+    /// role) that are not terminated, in one call.
+    async fn instances_of_runs(&self, app: &str, runs: &[String]) -> Result<Vec<AppInstance>>;
 }
 
 /// What a conditional write found.

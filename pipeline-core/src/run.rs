@@ -178,9 +178,23 @@ impl<'a> StageRun<'a> {
         &self.id
     }
 
-    /// Adds a note to the run's ledger entry.
+    /// The ids of the runs whose expired locks this run took over: runs
+    /// that were killed, whose leftovers [`crate::recovery`] cleans up.
+    pub fn taken_over(&self) -> Vec<String> {
+        self.locks
+            .iter()
+            .filter_map(|l| l.took_over.as_ref())
+            .map(|h| h.run.clone())
+            .collect()
+    }
+
+    /// Adds a note to the run's ledger entry (after any earlier one).
     pub fn note(&mut self, text: impl Into<String>) {
-        self.note = Some(text.into());
+        let text = text.into();
+        self.note = Some(match self.note.take() {
+            Some(earlier) => format!("{earlier}; {text}"),
+            None => text,
+        });
     }
 
     /// Ends the run with the stage's `result`: writes the ledger entry with

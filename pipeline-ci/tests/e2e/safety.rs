@@ -504,6 +504,74 @@ async fn a_deploy_killed_after_deregister_converges() {
     killed_at(Point::AfterDeregister).await;
 }
 
+/// A build killed with its builder running: the rerun takes the expired
+/// lock over, terminates that builder (found by the killed run's tag) and
+/// bakes the commit once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_killed_mid_bake_converges() {
+    let env = Env::new().await;
+    let _guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_secs(3)),
+    );
+    env.write_config(&env.config(""));
+
+    let child = env.spawn(&["build", "--skip-test-gate", "--commit", SHA]);
+    eventually("the builder to launch", || async {
+        !env.builders().await.is_empty()
+    })
+    .await;
+    child.signal("KILL");
+    assert_ne!(child.wait().await.code, 0);
+    let killed = env.builders().await;
+    assert_eq!(killed.len(), 1);
+    assert_ne!(killed[0].1, "terminated", "left behind: {killed:?}");
+
+    let rerun = env
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--lock-timeout",
+            "30s",
+        ])
+        .await;
+    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    assert!(
+        rerun.stderr.contains("took over the expired lock"),
+        "{rerun:#?}"
+    );
+    let builders = env.builders().await;
+    assert_eq!(builders.len(), 2, "the killed run's and the rerun's");
+    assert!(
+        builders.iter().all(|(_, state)| state == "terminated"),
+        "no orphan builder: {builders:?}"
+    );
+    assert_eq!(env.release_images("us-east-1", SHA).await.len(), 1);
+    assert!(keys(&env, "locks/").await.is_empty(), "lock free");
+    // The ledger tells: the takeover, and what the rerun cleaned up.
+    let mut entries = Vec::new();
+    for key in keys(&env, "ledger/shop/").await {
+        entries.push(object(&env, &key).await.unwrap());
+    }
+    assert!(
+        entries.iter().any(|e| e["outcome"] == "lock-takeover"),
+        "{entries:#?}"
+    );
+    let build = entries
+        .iter()
+        .find(|e| e["stage"] == "build" && e["outcome"] == "succeeded")
+        .unwrap();
+    assert!(
+        build["note"].as_str().unwrap().contains(&format!(
+            "terminated {} left by the killed run",
+            killed[0].0
+        )),
+        "{build:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_keeps_what_is_in_use_and_the_newest() {
     let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;

@@ -381,6 +381,25 @@ impl Instances for Ec2 {
             .map(app_instance)
             .collect())
     }
+
+    async fn instances_of_runs(&self, app: &str, runs: &[String]) -> Result<Vec<AppInstance>> {
+        let request = self
+            .client(&self.home)
+            .describe_instances()
+            .filters(filter(&format!("tag:{}", tag::APP), app))
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tag::RUN))
+                    .set_values(Some(runs.to_vec()))
+                    .build(),
+            )
+            .filters(not_terminated());
+        Ok(all_instances(request)
+            .await?
+            .iter()
+            .map(app_instance)
+            .collect())
+    }
 }
 
 fn not_terminated() -> Filter {

@@ -387,6 +387,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .finish(result, EventKind::Succeeded, |o| Details {
                     instances: o.orphans.clone(),
                     outcome: Some(if o.dry_run { "dry-run" } else { "succeeded" }),
+                    note: (!o.removed.is_empty()).then(|| {
+                        let amis: Vec<String> = o
+                            .removed
+                            .iter()
+                            .map(|r| {
+                                format!(
+                                    "{} ({}, {})",
+                                    r.id,
+                                    r.region,
+                                    &r.commit[..12.min(r.commit.len())]
+                                )
+                            })
+                            .collect();
+                        let verb = if o.dry_run {
+                            "would deregister"
+                        } else {
+                            "deregistered"
+                        };
+                        format!("{verb} {}", amis.join(", "))
+                    }),
                     ..Details::default()
                 })
                 .await?;
@@ -633,6 +653,8 @@ fn flip_details(flip: &Flip) -> Details {
         ami: None,
         env: Some(flip.to.clone()),
         commit: flip.commit.clone(),
+        // A slot that was live already: the ledger says nothing changed.
+        outcome: (!flip.changed).then_some("unchanged"),
         ..Details::default()
     }
 }

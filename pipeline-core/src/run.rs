@@ -216,6 +216,9 @@ impl<'a> StageRun<'a> {
                 if d.commit.is_some() {
                     self.commit = d.commit;
                 }
+                if let Some(note) = d.note {
+                    self.note(note);
+                }
                 let outcome = d.outcome.unwrap_or(success.as_str());
                 let mut entry = self.entry(outcome, None);
                 entry.ami = d.ami.clone();
@@ -308,4 +311,6 @@ pub struct Details {
     pub instances: Vec<String>,
     /// The ledger outcome, if not the success event's name (`passed`).
     pub outcome: Option<&'static str>,
+    /// A note for the ledger entry, after any the run already has.
+    pub note: Option<String>,
 }

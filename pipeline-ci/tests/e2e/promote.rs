@@ -153,6 +153,31 @@ async fn cycle(record_type: &str, rr_type: &str) {
         text.stdout.starts_with("live: prod2 (www.example.com)"),
         "{text:#?}"
     );
+
+    // The ledger, through S3: every flip with its slot, commit and actor.
+    let flips: Vec<_> = env
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|e| e["stage"] == "promote" || e["stage"] == "rollback")
+        .collect();
+    let seen: Vec<_> = flips
+        .iter()
+        .map(|e| {
+            [&e["stage"], &e["outcome"], &e["env"], &e["commit"]]
+                .map(|v| v.as_str().unwrap().to_string())
+        })
+        .collect();
+    let expected = [
+        ["promote", "promoted", "prod1", SHA],
+        ["promote", "promoted", "prod2", SHA2],
+        ["rollback", "rolled_back", "prod1", SHA],
+        ["promote", "promoted", "prod2", SHA2],
+        ["promote", "unchanged", "prod2", SHA2],
+    ]
+    .map(|row| row.map(str::to_string));
+    assert_eq!(seen, expected, "{flips:#?}");
+    assert!(flips.iter().all(|e| e["actor"] == "e2e"), "{flips:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,41 +13,6 @@ use crate::support::{
 const SHA3: &str = "1111111111111111111111111111111111111111";
 const SHA4: &str = "2222222222222222222222222222222222222222";
 
-fn s3(env: &Env) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&env.sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-/// Keys under `prefix` in the state bucket.
-async fn keys(env: &Env, prefix: &str) -> Vec<String> {
-    s3(env)
-        .list_objects_v2()
-        .bucket(&env.world.state_bucket)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_string())
-        .collect()
-}
-
-async fn object(env: &Env, key: &str) -> Option<serde_json::Value> {
-    let out = s3(env)
-        .get_object()
-        .bucket(&env.world.state_bucket)
-        .key(key)
-        .send()
-        .await
-        .ok()?;
-    let bytes = out.body.collect().await.unwrap().into_bytes();
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// prod1 (2 instances) behind the seeded `kind` of balancer, which drains
 /// for `drain` seconds (the config's `drain_timeout` too), a guest, the
 /// config written.
@@ -131,11 +96,7 @@ async fn the_test_gate_and_the_ledger() {
     assert_eq!(deployed.code, 0, "{deployed:#?}");
 
     // Through S3: one entry per stage run, with actor and outcome.
-    let ledger = keys(&env, "ledger/shop/").await;
-    let mut entries = Vec::new();
-    for key in &ledger {
-        entries.push(object(&env, key).await.unwrap());
-    }
+    let entries = env.ledger().await;
     let seen: Vec<(String, String)> = entries
         .iter()
         .map(|e| {
@@ -171,7 +132,7 @@ async fn the_test_gate_and_the_ledger() {
         );
     }
     // No lock left behind.
-    assert!(keys(&env, "locks/").await.is_empty());
+    assert!(env.state_keys("locks/").await.is_empty());
 
     let history = env
         .pipeline(&["history", "--env", "prod1", "--output", "json"])
@@ -200,7 +161,7 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
         "actor": "ann", "job_url": "https://ci.example.com/job/1",
         "started_at": "2026-11-22T12:00:00Z", "expires_ms": 4_102_444_800_000i64,
     });
-    s3(&env)
+    env.s3()
         .put_object()
         .bucket(&env.world.state_bucket)
         .key("locks/shop/prod1")
@@ -231,7 +192,7 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
         "60s",
     ]);
     eventually("C to queue", || async {
-        keys(&env, "queue/shop/prod1/").await.len() == 1
+        env.state_keys("queue/shop/prod1/").await.len() == 1
     })
     .await;
     let d = env.spawn(&[
@@ -252,14 +213,12 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
         "nothing deployed while the lock is held"
     );
 
-    // The holder finishes: D takes the lock and deploys.
-    s3(&env)
-        .delete_object()
-        .bucket(&env.world.state_bucket)
-        .key("locks/shop/prod1")
-        .send()
-        .await
-        .unwrap();
+    // A human removes the holder's lock: D takes it and deploys.
+    let unlock = env
+        .spawn_with(&["unlock", "--env", "prod1"], &[("USER", "bob")])
+        .wait()
+        .await;
+    assert_eq!(unlock.code, 0, "{unlock:#?}");
     let d = d.wait().await;
     assert_eq!(d.code, 0, "{d:#?}");
 
@@ -267,17 +226,33 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
     assert_eq!(serving.len(), 2);
     assert_eq!(healthy(&env, &balancers, Kind::TargetGroup).await, serving);
     assert_eq!(not_terminated(&env).await, serving);
-    assert!(keys(&env, "locks/").await.is_empty());
-    assert!(keys(&env, "queue/").await.is_empty());
-    let mut outcomes = Vec::new();
-    for key in keys(&env, "ledger/shop/").await {
-        let entry = object(&env, &key).await.unwrap();
-        if entry["stage"] == "deploy" {
-            outcomes.push(entry["outcome"].as_str().unwrap().to_string());
-        }
-    }
+    assert!(env.state_keys("locks/").await.is_empty());
+    assert!(env.state_keys("queue/").await.is_empty());
+    let outcomes: Vec<_> = env
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|e| e["stage"] == "deploy")
+        .map(|e| e["outcome"].as_str().unwrap().to_string())
+        .collect();
     // B was refused before it began: only C and D ran.
     assert_eq!(outcomes, ["superseded", "succeeded"], "C, D");
+    let unlocks: Vec<_> = env
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|e| e["stage"] == "unlock")
+        .collect();
+    assert_eq!(unlocks.len(), 1, "{unlocks:#?}");
+    assert_eq!(unlocks[0]["actor"], "bob");
+    assert_eq!(unlocks[0]["env"], "prod1");
+    assert!(
+        unlocks[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("removed the lock of deploy run 20261122T120000Z-a1a1a1"),
+        "{unlocks:#?}"
+    );
 }
 
 /// The mutating EC2 and ELB actions the pipeline made while recording.
@@ -381,8 +356,8 @@ async fn two_deploys_started_together_never_interleave() {
     assert_eq!(serving.len(), 2, "one of them serves, alone");
     assert_eq!(healthy(&env, &balancers, Kind::TargetGroup).await, serving);
     assert_eq!(not_terminated(&env).await, serving, "no orphans");
-    assert!(keys(&env, "locks/").await.is_empty());
-    assert!(keys(&env, "queue/").await.is_empty());
+    assert!(env.state_keys("locks/").await.is_empty());
+    assert!(env.state_keys("queue/").await.is_empty());
 }
 
 /// Where a deploy is killed (after launch is
@@ -489,7 +464,7 @@ async fn killed_at(point: Point) {
     );
     assert_eq!(not_terminated(&env).await, new, "{point:?}: no orphans");
     assert!(
-        keys(&env, "locks/").await.is_empty(),
+        env.state_keys("locks/").await.is_empty(),
         "{point:?}: lock free"
     );
 }
@@ -549,12 +524,9 @@ async fn a_build_killed_mid_bake_converges() {
         "no orphan builder: {builders:?}"
     );
     assert_eq!(env.release_images("us-east-1", SHA).await.len(), 1);
-    assert!(keys(&env, "locks/").await.is_empty(), "lock free");
+    assert!(env.state_keys("locks/").await.is_empty(), "lock free");
     // The ledger tells: the takeover, and what the rerun cleaned up.
-    let mut entries = Vec::new();
-    for key in keys(&env, "ledger/shop/").await {
-        entries.push(object(&env, &key).await.unwrap());
-    }
+    let entries = env.ledger().await;
     assert!(
         entries.iter().any(|e| e["outcome"] == "lock-takeover"),
         "{entries:#?}"
@@ -635,6 +607,26 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
         .map(|k| k["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kept, [amis[3].clone(), amis[0].clone()], "{gc:#?}");
+    // The ledger, through S3: both runs, and which AMIs went.
+    let runs: Vec<_> = env
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|e| e["stage"] == "gc")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(
+        (&runs[0]["outcome"], &runs[1]["outcome"]),
+        (&"dry-run".into(), &"succeeded".into())
+    );
+    assert!(runs.iter().all(|e| e["actor"] == "e2e"), "{runs:#?}");
+    for (run, verb) in runs.iter().zip(["would deregister", "deregistered"]) {
+        let note = run["note"].as_str().unwrap();
+        assert!(note.starts_with(verb), "{note}");
+        for ami in [&amis[1], &amis[2]] {
+            assert!(note.contains(ami.as_str()), "{note} names {ami}");
+        }
+    }
     // Through EC2: the in-use and the newest stay, the rest and their snapshots go.
     assert_eq!(env.release_images(&env.world.region, SHA).await.len(), 1);
     assert_eq!(env.release_images(&env.world.region, SHA4).await.len(), 1);

@@ -186,6 +186,8 @@ build:
             .current_dir(&self.dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // The OS user, as on a workstation: the ledger's actor.
+            .env("USER", "e2e")
             .envs(self.moto.env())
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
@@ -223,6 +225,53 @@ build:
             && call
                 .path
                 .starts_with(&format!("/{}/", self.world.state_bucket))
+    }
+
+    /// An S3 client (path-style, as moto serves it).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    /// Keys under `prefix` in the state bucket.
+    pub async fn state_keys(&self, prefix: &str) -> Vec<String> {
+        self.s3()
+            .list_objects_v2()
+            .bucket(&self.world.state_bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .iter()
+            .map(|o| o.key().unwrap().to_string())
+            .collect()
+    }
+
+    /// A state bucket object, parsed as JSON; `None` if there is none.
+    pub async fn state_object(&self, key: &str) -> Option<serde_json::Value> {
+        let out = self
+            .s3()
+            .get_object()
+            .bucket(&self.world.state_bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let bytes = out.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The app's ledger entries, read from S3, oldest first.
+    pub async fn ledger(&self) -> Vec<serde_json::Value> {
+        let mut entries = Vec::new();
+        for key in self.state_keys("ledger/shop/").await {
+            entries.push(self.state_object(&key).await.expect("a ledger entry"));
+        }
+        entries
     }
 
     /// The AMIs tagged with this app and `commit`, in `region`.

@@ -153,6 +153,20 @@ async fn a_task_runs_before_traffic_from_the_release_ami_and_by_hand() {
         unknown.stderr.contains("no task \"seed\"; known: migrate"),
         "{unknown:#?}"
     );
+
+    // The ledger, through S3: the task run by hand, its instance and actor.
+    let runs: Vec<_> = env
+        .ledger()
+        .await
+        .into_iter()
+        .filter(|e| e["stage"] == "task")
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+    assert_eq!(runs[0]["env"], "staging");
+    assert_eq!(runs[0]["commit"], SHA);
+    assert_eq!(runs[0]["actor"], "e2e");
+    assert_eq!(runs[0]["instances"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,12 +235,35 @@ async fn the_traffic_guard_leaves_the_record_alone() {
     assert_eq!(record(&s).await, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gradual_shift_goes_through_weighted_records() {
-    let s = slots("cname").await;
+/// Waits (up to 5 s) for the record to be weighted; its (slot, weight)s.
+async fn mid_shift(s: &Slots) -> Vec<(String, i64)> {
+    let client = aws_sdk_route53::Client::new(&s.env.sdk);
+    for _ in 0..100 {
+        let out = client
+            .list_resource_record_sets()
+            .hosted_zone_id(&s.zone)
+            .send()
+            .await
+            .unwrap();
+        let mut weighted: Vec<(String, i64)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name().trim_end_matches('.') == RECORD)
+            .filter_map(|r| Some((r.set_identifier()?.to_string(), r.weight()?)))
+            .collect();
+        if !weighted.is_empty() {
+            weighted.sort();
+            return weighted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the weighted step was never visible");
+}
+
+/// prod1 live with A, B on prod2, and a two-step shift configured.
+async fn ready_to_shift(s: &Slots) {
     let env = &s.env;
-    let base = s.config.clone();
-    env.write_config(&format!("{base}  steps: [30, 100]\n  bake: 2s\n"));
+    env.write_config(&format!("{}  steps: [30, 100]\n  bake: 2s\n", s.config));
     assert_eq!(
         env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
             .await
@@ -254,33 +277,20 @@ async fn a_gradual_shift_goes_through_weighted_records() {
             .code,
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gradual_shift_goes_through_weighted_records() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    ready_to_shift(&s).await;
 
     let child = env.spawn(&["promote", "--commit", SHA2, "--output", "json"]);
     // Mid-shift: two weighted records, 70 on prod1 and 30 on prod2.
-    let client = aws_sdk_route53::Client::new(&env.sdk);
-    let mut seen = None;
-    for _ in 0..100 {
-        let out = client
-            .list_resource_record_sets()
-            .hosted_zone_id(&s.zone)
-            .send()
-            .await
-            .unwrap();
-        let weighted: Vec<(String, i64)> = out
-            .resource_record_sets()
-            .iter()
-            .filter(|r| r.name().trim_end_matches('.') == RECORD)
-            .filter_map(|r| Some((r.set_identifier()?.to_string(), r.weight()?)))
-            .collect();
-        if !weighted.is_empty() {
-            seen = Some(weighted);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut seen = seen.expect("the weighted step was visible");
-    seen.sort();
-    assert_eq!(seen, [("prod1".to_string(), 70), ("prod2".to_string(), 30)]);
+    assert_eq!(
+        mid_shift(&s).await,
+        [("prod1".to_string(), 70), ("prod2".to_string(), 30)]
+    );
 
     let run = child.wait().await;
     assert_eq!(run.code, 0, "{run:#?}");
@@ -288,6 +298,64 @@ async fn a_gradual_shift_goes_through_weighted_records() {
     assert_eq!(
         record(&s).await,
         Some(("CNAME".to_string(), s.prod2.alb_dns_name.to_lowercase()))
+    );
+}
+
+/// kill -9 mid-shift leaves the weighted records and a lock that expires;
+/// the next promote takes the lock over and carries the shift on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_killed_mid_shift_is_carried_on_by_the_next() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    ready_to_shift(&s).await;
+
+    let child = env.spawn(&["promote", "--commit", SHA2]);
+    assert_eq!(
+        mid_shift(&s).await,
+        [("prod1".to_string(), 70), ("prod2".to_string(), 30)]
+    );
+    child.signal("KILL");
+    assert_ne!(child.wait().await.code, 0);
+    assert_eq!(mid_shift(&s).await.len(), 2, "left half-way");
+
+    let rerun = env
+        .pipeline(&[
+            "promote",
+            "--commit",
+            SHA2,
+            "--lock-timeout",
+            "30s",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    assert_eq!(rerun.json()["to"], "prod2");
+    assert_eq!(
+        record(&s).await,
+        Some(("CNAME".to_string(), s.prod2.alb_dns_name.to_lowercase())),
+        "the record on prod2"
+    );
+    let sets = aws_sdk_route53::Client::new(&env.sdk)
+        .list_resource_record_sets()
+        .hosted_zone_id(&s.zone)
+        .send()
+        .await
+        .unwrap();
+    let named: Vec<_> = sets
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name().trim_end_matches('.') == RECORD)
+        .collect();
+    assert_eq!(named.len(), 1, "one simple record, no weights: {named:?}");
+    assert!(named[0].set_identifier().is_none(), "{named:?}");
+    assert!(env.state_keys("locks/").await.is_empty(), "lock free");
+    assert!(
+        env.ledger()
+            .await
+            .iter()
+            .any(|e| e["outcome"] == "lock-takeover"),
+        "the takeover is recorded"
     );
 }
 

@@ -196,6 +196,8 @@ pub fn policy(config: &Config) -> Vec<Statement> {
                 "autoscaling:SuspendProcesses",
                 "autoscaling:ResumeProcesses",
                 "autoscaling:DetachInstances",
+                "autoscaling:CreateOrUpdateTags",
+                "autoscaling:DeleteTags",
             ],
             resources: groups
                 .iter()

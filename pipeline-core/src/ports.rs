@@ -30,6 +30,9 @@ pub mod tag {
     pub const ROLE_TASK: &str = "task";
     /// The release task a task instance runs.
     pub const TASK: &str = "pipeline:task";
+    /// On an Auto Scaling group: the maximum size a deploy in progress
+    /// raised it from, and returns it to.
+    pub const RESTING_MAX: &str = "pipeline:resting-max";
 }
 
 /// Tags as key -> value, ordered so requests are deterministic.
@@ -271,6 +274,9 @@ pub struct GroupState {
     pub template_id: String,
     /// The launch template version it launches (a number, `$Latest` or `$Default`).
     pub template_version: String,
+    /// Its [`tag::RESTING_MAX`] tag: the maximum size a deploy raised it
+    /// from. Present while a deploy runs, so after a killed one.
+    pub resting_max: Option<u32>,
 }
 
 /// An Auto Scaling group with a launch template (and the EC2 calls on
@@ -315,6 +321,13 @@ pub trait AutoScaling: Send + Sync {
 
     /// Takes instances out of the group, lowering its desired capacity.
     async fn detach(&self, name: &str, ids: &[String]) -> Result<()>;
+
+    /// Tags the group with the maximum size to return to
+    /// ([`tag::RESTING_MAX`]), in one call.
+    async fn set_resting_max(&self, name: &str, max: u32) -> Result<()>;
+
+    /// Removes the [`tag::RESTING_MAX`] tag, in one call.
+    async fn clear_resting_max(&self, name: &str) -> Result<()>;
 }
 
 /// AMIs: find, create, copy, share, remove.

@@ -369,9 +369,11 @@ async fn group_state(env: &Env, name: &str) -> (Vec<String>, i32, i32, String, V
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
-    let (env, _shop, _guest) = baked(2, "20s").await;
+/// Both commits baked; env `web` (2 instances, healthy for `healthy_for`)
+/// deploys through an empty Auto Scaling group of maximum 2 behind its own
+/// target group. Returns the env, that balancer, the group's name.
+async fn group_world(healthy_for: &str) -> (Env, Balancers, String, Guest) {
+    let (env, _shop, guest) = baked(2, "20s").await;
     let web = seed_balancers(&env.sdk, &env.world, "web", 1).await;
     let group =
         seed_auto_scaling_group(&env.sdk, &env.world, "shop-asg", &web.target_group_arn, 2).await;
@@ -381,7 +383,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     auto_scaling_group: {group}
     load_balancer: {{ target_group: \"{}\" }}
     health_timeout: 5s
-    healthy_for: 300ms
+    healthy_for: {healthy_for}
     drain_timeout: 5s
     poll_interval: 100ms
 ",
@@ -389,6 +391,27 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
         web.target_group_arn
     );
     env.write_config(&config);
+    (env, web, group, guest)
+}
+
+/// The group's `pipeline:resting-max` tag, through the Auto Scaling API.
+async fn resting_max_tag(env: &Env, name: &str) -> Option<String> {
+    aws_sdk_autoscaling::Client::new(&env.sdk)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("pipeline:resting-max"))
+        .and_then(|t| t.value().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
+    let (env, web, group, _guest) = group_world("300ms").await;
     let tg = |env: &Env| {
         let web = web.clone();
         let sdk = env.sdk.clone();
@@ -452,6 +475,52 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     assert!(suspended.is_empty(), "{suspended:?}");
     assert_eq!(tg(&env).await, b);
     assert!(env.live_instances("web", SHA).await.is_empty());
+}
+
+/// kill -9 once the group was raised (the old fleet and the new in it,
+/// its maximum up, its processes suspended): the next deploy finishes the
+/// job and leaves the group as an uninterrupted deploy does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_with_the_group_raised_is_finished_by_the_next() {
+    let (env, web, group, _guest) = group_world("3s").await;
+    let first = env
+        .pipeline(&["deploy", "--env", "web", "--commit", SHA])
+        .await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    assert_eq!(resting_max_tag(&env, &group).await, None);
+
+    let child = env.spawn(&["deploy", "--env", "web", "--commit", SHA2]);
+    eventually("the group to be raised", || async {
+        group_state(&env, &group).await.1 == 4
+    })
+    .await;
+    child.signal("KILL");
+    assert_ne!(child.wait().await.code, 0);
+    let (members, desired, max, _, suspended) = group_state(&env, &group).await;
+    assert_eq!((members.len(), desired, max), (4, 4, 4), "left raised");
+    assert!(!suspended.is_empty());
+    assert_eq!(resting_max_tag(&env, &group).await.as_deref(), Some("2"));
+
+    let rerun = env
+        .pipeline(&[
+            "deploy",
+            "--env",
+            "web",
+            "--commit",
+            SHA2,
+            "--lock-timeout",
+            "30s",
+        ])
+        .await;
+    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    let b = env.live_instances("web", SHA2).await;
+    assert_eq!(b.len(), 2, "exactly N: {b:?}");
+    assert!(env.live_instances("web", SHA).await.is_empty());
+    assert_eq!(healthy_with(&env.sdk, &web, Kind::TargetGroup).await, b);
+    let (members, desired, max, _, suspended) = group_state(&env, &group).await;
+    assert_eq!((members, desired, max), (b, 2, 2), "the group as it rests");
+    assert!(suspended.is_empty(), "{suspended:?}");
+    assert_eq!(resting_max_tag(&env, &group).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use base64::Engine;
 
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{AutoScaling, GroupState, Tags};
+use crate::ports::{AutoScaling, GroupState, Tags, tag};
 
 /// The processes a deploy suspends so the group does not fight it.
 const SUSPENDED: [&str; 5] = [
@@ -85,6 +85,11 @@ impl AutoScaling for AutoScalingGroups {
                 .unwrap_or_default()
                 .to_string(),
             template_version: template.version().unwrap_or("$Default").to_string(),
+            resting_max: group
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(tag::RESTING_MAX))
+                .and_then(|t| t.value()?.parse().ok()),
         })
     }
 
@@ -211,4 +216,33 @@ impl AutoScaling for AutoScalingGroups {
         }
         Ok(())
     }
+
+    async fn set_resting_max(&self, name: &str, max: u32) -> Result<()> {
+        self.autoscaling
+            .create_or_update_tags()
+            .tags(group_tag(name).value(max.to_string()).build())
+            .send()
+            .await
+            .map_err(sdk_error("CreateOrUpdateTags"))?;
+        Ok(())
+    }
+
+    async fn clear_resting_max(&self, name: &str) -> Result<()> {
+        self.autoscaling
+            .delete_tags()
+            .tags(group_tag(name).build())
+            .send()
+            .await
+            .map_err(sdk_error("DeleteTags"))?;
+        Ok(())
+    }
+}
+
+/// The group's [`tag::RESTING_MAX`] tag, not given to what it launches.
+fn group_tag(name: &str) -> aws_sdk_autoscaling::types::builders::TagBuilder {
+    aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(name)
+        .resource_type("auto-scaling-group")
+        .key(tag::RESTING_MAX)
+        .propagate_at_launch(false)
 }

@@ -175,6 +175,7 @@ impl Release<Built> {
             balancer: ports.balancer,
             group,
             template_version: None,
+            tagged_resting_max: false,
             interrupt,
             phases: Vec::new(),
             tasks: Vec::new(),
@@ -192,6 +193,8 @@ struct Swap<'a> {
     group: Option<(&'a dyn AutoScaling, &'a str)>,
     /// The launch template version this deploy made, in group mode.
     template_version: Option<String>,
+    /// Whether this deploy tagged the group with its resting maximum.
+    tagged_resting_max: bool,
     interrupt: &'a Interrupt,
     phases: Vec<Phase>,
     /// The release tasks run so far.
@@ -310,7 +313,8 @@ impl Swap<'_> {
             self.phase("terminate", t);
         }
         if let (Some((asg, name)), Some(group)) = (self.group, &group_state) {
-            // The group's maximum back as it was (or N, if that is more).
+            // The group's maximum back as it was before any deploy raised
+            // it (or N, if that is more).
             let version = self
                 .template_version
                 .as_deref()
@@ -320,9 +324,12 @@ impl Swap<'_> {
                 &group.template_id,
                 version,
                 plan.count,
-                group.max.max(plan.count),
+                group.resting_max.unwrap_or(group.max).max(plan.count),
             )
             .await?;
+            if group.resting_max.is_some() || self.tagged_resting_max {
+                asg.clear_resting_max(name).await?;
+            }
             asg.resume(name).await?;
         }
 
@@ -444,8 +451,15 @@ impl Swap<'_> {
             group.template_id,
             image.id
         );
-        asg.suspend(name).await?;
         let desired = group.instances.len() as u32 + plan.count;
+        // Raising the maximum: first note what to return to, on the group
+        // itself, so a deploy killed from here on can be finished by the
+        // next. A tag already there is a killed deploy's; it stays.
+        if desired > group.max && group.resting_max.is_none() {
+            asg.set_resting_max(name, group.max).await?;
+            self.tagged_resting_max = true;
+        }
+        asg.suspend(name).await?;
         self.template_version = Some(version.clone());
         asg.update(
             name,
@@ -718,6 +732,10 @@ impl Swap<'_> {
                 .await;
             if let Err(e) = restored {
                 tracing::error!("could not restore {name}'s launch template version and size: {e}");
+            } else if self.tagged_resting_max
+                && let Err(e) = asg.clear_resting_max(name).await
+            {
+                tracing::error!("could not remove {name}'s {} tag: {e}", tag::RESTING_MAX);
             }
             if let Err(e) = asg.resume(name).await {
                 tracing::error!("could not resume {name}'s scaling processes: {e}");

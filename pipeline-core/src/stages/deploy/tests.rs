@@ -472,20 +472,42 @@ environments:
     assert!(plan.user_data.contains("PIPELINE_ENV='staging'"));
 }
 
-/// A group holding `old`, whose launches add `i-newg<N>` members.
+/// A group holding `old` (desired 2, max 3), whose launches add
+/// `i-newg<N>` members.
 fn group(log: &Log, old: &[&str]) -> MockAutoScaling {
+    group_left(log, old, 3, None)
+}
+
+/// A group holding `old` with maximum `max` and resting-max tag `resting`
+/// (as a killed deploy leaves it), whose launches add `i-newg<N>` members.
+fn group_left(log: &Log, old: &[&str], max: u32, resting: Option<u32>) -> MockAutoScaling {
     let members: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(old.iter().map(|s| s.to_string()).collect()));
+    let resting = Arc::new(Mutex::new(resting));
     let mut m = MockAutoScaling::new();
-    let mm = members.clone();
+    let (mm, r) = (members.clone(), resting.clone());
     m.expect_group().returning(move |_| {
+        let instances = mm.lock().unwrap().clone();
         Ok(GroupState {
-            instances: mm.lock().unwrap().clone(),
-            desired: 2,
-            max: 3,
+            desired: instances.len() as u32,
+            instances,
+            max,
             template_id: "lt-1".into(),
             template_version: "4".into(),
+            resting_max: *r.lock().unwrap(),
         })
+    });
+    let (l, r) = (log.clone(), resting.clone());
+    m.expect_set_resting_max().returning(move |_, max| {
+        l.lock().unwrap().push(format!("tag resting max {max}"));
+        *r.lock().unwrap() = Some(max);
+        Ok(())
+    });
+    let (l, r) = (log.clone(), resting.clone());
+    m.expect_clear_resting_max().returning(move |_| {
+        l.lock().unwrap().push("untag resting max".into());
+        *r.lock().unwrap() = None;
+        Ok(())
     });
     let l = log.clone();
     m.expect_new_template_version()
@@ -568,6 +590,7 @@ async fn group_mode_raises_the_group_then_detaches_the_old_fleet() {
         log_of(&log),
         [
             "version lt-1 from 4 with ami-new",
+            "tag resting max 3",
             "suspend",
             "update v5 desired 4 max 4",
             "register i-newg1,i-newg2",
@@ -575,6 +598,61 @@ async fn group_mode_raises_the_group_then_detaches_the_old_fleet() {
             "deregister i-old1,i-old2",
             "terminate i-old1,i-old2",
             "update v5 desired 2 max 3",
+            "untag resting max",
+            "resume",
+        ]
+    );
+    assert_eq!(out.release.state().instances, ["i-newg1", "i-newg2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_mode_with_room_to_grow_leaves_the_maximum_and_its_tag_alone() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1"), app("i-old2")], "running");
+    let balancer = balancer(&log, &["i-old1", "i-old2"], true, Duration::ZERO, true);
+    let asg = group_left(&log, &["i-old1", "i-old2"], 8, None);
+    deploy_in_group(&group_plan(), &instances, &balancer, &asg)
+        .await
+        .unwrap();
+    let log = log_of(&log);
+    assert!(!log.iter().any(|l| l.contains("resting")), "{log:?}");
+    assert!(
+        log.contains(&"update v5 desired 4 max 8".to_string()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&"update v5 desired 2 max 8".to_string()),
+        "{log:?}"
+    );
+}
+
+/// A deploy killed mid-way left the group raised (desired and max 4: the
+/// old fleet and its new one) and tagged with the maximum to return to.
+/// The next deploy treats every member as old, and ends with the group
+/// as an uninterrupted deploy would: N members, the resting maximum, no
+/// tag.
+#[tokio::test(start_paused = true)]
+async fn group_mode_finishes_what_a_killed_deploy_left() {
+    let log = Log::default();
+    let left = ["i-old1", "i-old2", "i-killed1", "i-killed2"];
+    let instances = instances(&log, left.iter().map(|i| app(i)).collect(), "running");
+    let balancer = balancer(&log, &left, true, Duration::ZERO, true);
+    let asg = group_left(&log, &left, 4, Some(3));
+    let out = deploy_in_group(&group_plan(), &instances, &balancer, &asg)
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of(&log),
+        [
+            "version lt-1 from 4 with ami-new",
+            "suspend",
+            "update v5 desired 6 max 6",
+            "register i-newg1,i-newg2",
+            "detach i-old1,i-old2,i-killed1,i-killed2",
+            "deregister i-old1,i-old2,i-killed1,i-killed2",
+            "terminate i-old1,i-old2,i-killed1,i-killed2",
+            "update v5 desired 2 max 3",
+            "untag resting max",
             "resume",
         ]
     );
@@ -592,13 +670,14 @@ async fn group_mode_failure_restores_the_group() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert_eq!(
-        log_of(&log)[3..],
+        log_of(&log)[4..],
         [
             "register i-newg1,i-newg2",
             "detach i-newg1,i-newg2",
             "deregister i-newg1,i-newg2",
             "terminate i-newg1,i-newg2",
             "update v4 desired 2 max 3",
+            "untag resting max",
             "resume",
         ]
     );

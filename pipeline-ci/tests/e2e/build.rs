@@ -207,6 +207,10 @@ async fn sigterm_from_a_cancelled_ci_job_cleans_up_too() {
         builders.iter().all(|(_, s)| s == "terminated"),
         "{builders:?}"
     );
+    assert!(
+        env.state_keys("locks/").await.is_empty(),
+        "SIGTERM releases the lock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

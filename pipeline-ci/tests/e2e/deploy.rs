@@ -551,4 +551,17 @@ async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
     assert_eq!(env.live_instances(name, SHA).await, a);
     assert_eq!(healthy(&env, &balancers, kind).await, a);
     assert!(env.live_instances(name, SHA2).await.is_empty());
+    assert!(
+        env.state_keys("locks/").await.is_empty(),
+        "Ctrl-C releases the lock"
+    );
+    let last = env.ledger().await.pop().unwrap();
+    assert_eq!(
+        (&last["stage"], &last["outcome"]),
+        (&"deploy".into(), &"failed".into())
+    );
+    assert!(
+        last["error"].as_str().unwrap().contains("interrupted"),
+        "{last:#?}"
+    );
 }

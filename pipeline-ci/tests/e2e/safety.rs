@@ -34,6 +34,20 @@ async fn world(kind: Kind, drain: u32) -> (Env, pipeline_fixtures::Balancers, Gu
     (env, balancers, guest)
 }
 
+/// Builds `shas` (test gate skipped) and deploys the first to prod1.
+async fn serving_first(env: &Env, shas: &[&str]) {
+    for sha in shas {
+        let run = env
+            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
+            .await;
+        assert_eq!(run.code, 0, "{run:#?}");
+    }
+    let deploy = env
+        .pipeline(&["deploy", "--env", "prod1", "--commit", shas[0]])
+        .await;
+    assert_eq!(deploy.code, 0, "{deploy:#?}");
+}
+
 /// Every instance of the app that is not terminated.
 async fn not_terminated(env: &Env) -> Vec<String> {
     let mut ids = Vec::new();
@@ -229,20 +243,14 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
     assert!(env.state_keys("locks/").await.is_empty());
     assert!(env.state_keys("queue/").await.is_empty());
     let outcomes: Vec<_> = env
-        .ledger()
+        .ledger_of("deploy")
         .await
         .into_iter()
-        .filter(|e| e["stage"] == "deploy")
         .map(|e| e["outcome"].as_str().unwrap().to_string())
         .collect();
     // B was refused before it began: only C and D ran.
     assert_eq!(outcomes, ["superseded", "succeeded"], "C, D");
-    let unlocks: Vec<_> = env
-        .ledger()
-        .await
-        .into_iter()
-        .filter(|e| e["stage"] == "unlock")
-        .collect();
+    let unlocks = env.ledger_of("unlock").await;
     assert_eq!(unlocks.len(), 1, "{unlocks:#?}");
     assert_eq!(unlocks[0]["actor"], "bob");
     assert_eq!(unlocks[0]["env"], "prod1");
@@ -267,18 +275,7 @@ fn mutations(env: &Env) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deploys_started_together_never_interleave() {
     let (env, balancers, _guest) = world(Kind::TargetGroup, 1).await;
-    for sha in [SHA, SHA2, SHA3, SHA4] {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    serving_first(&env, &[SHA, SHA2, SHA3, SHA4]).await;
     // What one deploy over a serving fleet changes, in order.
     env.moto.reset_recording();
     env.moto.start_recording();
@@ -388,18 +385,7 @@ impl Point {
 async fn killed_at(point: Point) {
     let (kind, drain) = point.world();
     let (env, balancers, _guest) = world(kind, drain).await;
-    for sha in [SHA, SHA2] {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    serving_first(&env, &[SHA, SHA2]).await;
     let old = env.live_instances("prod1", SHA).await;
     assert_eq!(old.len(), 2);
 
@@ -608,12 +594,7 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
         .collect();
     assert_eq!(kept, [amis[3].clone(), amis[0].clone()], "{gc:#?}");
     // The ledger, through S3: both runs, and which AMIs went.
-    let runs: Vec<_> = env
-        .ledger()
-        .await
-        .into_iter()
-        .filter(|e| e["stage"] == "gc")
-        .collect();
+    let runs = env.ledger_of("gc").await;
     assert_eq!(runs.len(), 2, "{runs:#?}");
     assert_eq!(
         (&runs[0]["outcome"], &runs[1]["outcome"]),

@@ -265,6 +265,13 @@ build:
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// The app's ledger entries of `stage`, oldest first.
+    pub async fn ledger_of(&self, stage: &str) -> Vec<serde_json::Value> {
+        let mut entries = self.ledger().await;
+        entries.retain(|e| e["stage"] == stage);
+        entries
+    }
+
     /// The app's ledger entries, read from S3, oldest first.
     pub async fn ledger(&self) -> Vec<serde_json::Value> {
         let mut entries = Vec::new();

@@ -155,12 +155,7 @@ async fn a_task_runs_before_traffic_from_the_release_ami_and_by_hand() {
     );
 
     // The ledger, through S3: the task run by hand, its instance and actor.
-    let runs: Vec<_> = env
-        .ledger()
-        .await
-        .into_iter()
-        .filter(|e| e["stage"] == "task")
-        .collect();
+    let runs = env.ledger_of("task").await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["outcome"], "succeeded");
     assert_eq!(runs[0]["env"], "staging");

@@ -349,51 +349,44 @@ impl Instances for Ec2 {
     }
 
     async fn app_instances(&self, app: &str, env: &str) -> Result<Vec<AppInstance>> {
-        let request = self
-            .client(&self.home)
-            .describe_instances()
-            .filters(filter(&format!("tag:{}", tag::APP), app))
-            .filters(filter(&format!("tag:{}", tag::ENV), env))
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", tag::ROLE))
-                    .values(tag::ROLE_APP)
-                    .values(tag::ROLE_TASK)
-                    .build(),
-            )
-            .filters(not_terminated());
-        Ok(all_instances(request)
-            .await?
-            .iter()
-            .map(app_instance)
-            .collect())
+        let roles = Filter::builder()
+            .name(format!("tag:{}", tag::ROLE))
+            .values(tag::ROLE_APP)
+            .values(tag::ROLE_TASK)
+            .build();
+        self.instances_of(app, [filter(&format!("tag:{}", tag::ENV), env), roles])
+            .await
     }
 
     async fn instances_of_app(&self, app: &str) -> Result<Vec<AppInstance>> {
-        let request = self
-            .client(&self.home)
-            .describe_instances()
-            .filters(filter(&format!("tag:{}", tag::APP), app))
-            .filters(not_terminated());
-        Ok(all_instances(request)
-            .await?
-            .iter()
-            .map(app_instance)
-            .collect())
+        self.instances_of(app, []).await
     }
 
     async fn instances_of_runs(&self, app: &str, runs: &[String]) -> Result<Vec<AppInstance>> {
-        let request = self
+        let runs = Filter::builder()
+            .name(format!("tag:{}", tag::RUN))
+            .set_values(Some(runs.to_vec()))
+            .build();
+        self.instances_of(app, [runs]).await
+    }
+}
+
+impl Ec2 {
+    /// The instances of `app` in the home region that match `filters` too
+    /// and are not terminated: one DescribeInstances (and its pages).
+    async fn instances_of<const N: usize>(
+        &self,
+        app: &str,
+        filters: [Filter; N],
+    ) -> Result<Vec<AppInstance>> {
+        let mut request = self
             .client(&self.home)
             .describe_instances()
             .filters(filter(&format!("tag:{}", tag::APP), app))
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", tag::RUN))
-                    .set_values(Some(runs.to_vec()))
-                    .build(),
-            )
             .filters(not_terminated());
+        for f in filters {
+            request = request.filters(f);
+        }
         Ok(all_instances(request)
             .await?
             .iter()

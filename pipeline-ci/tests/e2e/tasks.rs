@@ -213,3 +213,54 @@ async fn a_failed_task_aborts_the_deploy_and_the_old_fleet_keeps_serving() {
     assert_eq!(tasks.len(), 2);
     assert!(tasks.iter().all(|t| state(t) == "terminated"), "{tasks:#?}");
 }
+
+/// kill -9 of `pipeline task` while its instance runs: the next `pipeline
+/// task` takes the expired lock over, terminates that instance (found by
+/// the killed run's tag) and runs the task once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_task_run_is_cleaned_up_by_the_next() {
+    let env = Env::new().await;
+    let balancers = seed_balancers(&env.sdk, &env.world, "shop", 1).await;
+    let _builder = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    let _runner = spawn_task_runner(&env.sdk, 0, Duration::from_secs(3));
+    env.write_config(&config(&env, &balancers));
+    let build = env
+        .pipeline(&["build", "--skip-test-gate", "--commit", SHA])
+        .await;
+    assert_eq!(build.code, 0, "{build:#?}");
+
+    let task = ["task", "--env", "staging", "--commit", SHA, "migrate"];
+    let child = env.spawn(&task);
+    crate::support::eventually("the task instance to launch", || async {
+        !task_instances(&env).await.is_empty()
+    })
+    .await;
+    child.signal("KILL");
+    assert_ne!(child.wait().await.code, 0);
+    let killed = task_instances(&env).await;
+    assert_eq!(killed.len(), 1);
+    assert_ne!(state(&killed[0]), "terminated");
+
+    let rerun = env
+        .pipeline(&[&task[..], &["--lock-timeout", "30s"]].concat())
+        .await;
+    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    let tasks = task_instances(&env).await;
+    assert_eq!(tasks.len(), 2, "the killed run's and the rerun's");
+    assert!(
+        tasks.iter().all(|t| state(t) == "terminated"),
+        "no orphan task instance: {tasks:#?}"
+    );
+    assert!(env.state_keys("locks/").await.is_empty(), "lock free");
+    let runs = env.ledger_of("task").await;
+    assert!(
+        runs.iter().any(|e| e["outcome"] == "succeeded"
+            && e["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("left by the killed run"))),
+        "{runs:#?}"
+    );
+}

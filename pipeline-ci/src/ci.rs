@@ -6,7 +6,7 @@
 pub struct CiContext {
     /// `circleci`, `github-actions`, `gitlab-ci`, `jenkins`, or `local`.
     pub system: &'static str,
-    /// Who started the job (or the OS user, locally).
+    /// Who started the job, else the OS user.
     pub actor: Option<String>,
     /// A link to the job.
     pub job_url: Option<String>,
@@ -17,6 +17,18 @@ pub struct CiContext {
 /// Reads the context from the environment (`var`).
 pub fn detect(var: impl Fn(&str) -> Option<String>) -> CiContext {
     let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let mut context = system_context(&get);
+    // A CI that does not say who started the job (Jenkins without the
+    // build-user-vars plugin, say): the OS user the step runs as.
+    if context.actor.is_none() {
+        context.actor = get("USER")
+            .or_else(|| get("LOGNAME"))
+            .or_else(|| get("USERNAME"));
+    }
+    context
+}
+
+fn system_context(get: &impl Fn(&str) -> Option<String>) -> CiContext {
     if get("CIRCLECI").is_some() {
         CiContext {
             system: "circleci",
@@ -58,7 +70,7 @@ pub fn detect(var: impl Fn(&str) -> Option<String>) -> CiContext {
     } else {
         CiContext {
             system: "local",
-            actor: get("USER").or_else(|| get("USERNAME")),
+            actor: None,
             job_url: None,
             branch: None,
         }
@@ -154,5 +166,25 @@ mod tests {
         assert_eq!(ci.system, "local");
         assert_eq!(ci.actor.as_deref(), Some("dev"));
         assert_eq!(ci.job_url, None);
+        let ci = detect(env(&[("LOGNAME", "cron")]));
+        assert_eq!(ci.actor.as_deref(), Some("cron"));
+    }
+
+    #[test]
+    fn a_ci_that_does_not_say_who_falls_back_to_the_os_user() {
+        let ci = detect(env(&[
+            ("JENKINS_URL", "https://ci.example.com/"),
+            ("USER", "jenkins"),
+        ]));
+        assert_eq!(
+            (ci.system, ci.actor.as_deref()),
+            ("jenkins", Some("jenkins"))
+        );
+        let ci = detect(env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "grace"),
+            ("USER", "runner"),
+        ]));
+        assert_eq!(ci.actor.as_deref(), Some("grace"), "the CI's word first");
     }
 }

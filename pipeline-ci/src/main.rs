@@ -32,7 +32,7 @@ use pipeline_core::lock;
 use pipeline_core::notify::Notifier;
 use pipeline_core::ports::{AutoScaling, Balancer, Instances};
 use pipeline_core::recovery;
-use pipeline_core::release::{Built, Commit, Release};
+use pipeline_core::release::{Built, Commit, Release, short_commit};
 use pipeline_core::run::{Actor, Begun, Details, StageRun, Tracking};
 use pipeline_core::stages::build::{BuildPlan, BuildPorts};
 use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
@@ -100,15 +100,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // find the state bucket in.
             let tracked = if cli.config.exists() {
                 let config = Config::load(&cli.config)?;
-                let notifier = Notifier::new(&config.notify, env)?;
                 let sdk = sdk_config(&config).await;
                 Some(tracking(
                     &config,
                     &sdk,
                     actor.clone(),
-                    notifier,
+                    env,
                     cli.lock_timeout,
-                ))
+                )?)
             } else {
                 tracing::warn!(
                     "no {}: the verdict is not recorded, so `pipeline build` will not find it",
@@ -148,10 +147,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             let plan = DeployPlan::new(&config, name)?;
             let source = Source::from_args(ami.as_deref(), commit.as_deref(), env)?;
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             let scopes = [name.clone()];
             let Some(stage) = begin_queued(
@@ -202,10 +200,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             let plan = TaskPlan::new(&config, name, task_name)?;
             let source = Source::from_args(ami.as_deref(), commit.as_deref(), env)?;
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             let scopes = [name.clone()];
             let mut stage = StageRun::begin(
@@ -247,11 +244,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             let plan = PromotePlan::new(&config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             let stage = StageRun::begin(
                 &tracking,
@@ -271,11 +267,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollback => {
             let config = Config::load(&cli.config)?;
             let plan = PromotePlan::new(&config)?;
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let (ec2, dns, balancers) = slot_adapters(&config, &plan, &sdk);
             let ports = promote_ports(&ec2, &dns, &balancers);
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             let stage =
                 StageRun::begin(&tracking, "rollback", None, None, &plan.slots, &interrupt).await?;
@@ -345,9 +340,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Unlock { env: scope } => {
             let config = Config::load(&cli.config)?;
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let mut stage = StageRun::begin(
                 &tracking,
                 "unlock",
@@ -369,11 +363,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gc { keep, dry_run } => {
             let config = Config::load(&cli.config)?;
             let plan = GcPlan::new(&config, *keep, *dry_run);
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
             let groups = (!plan.groups.is_empty()).then(|| AutoScalingGroups::new(&sdk));
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             let scopes = ["gc".to_string()];
             let stage = StageRun::begin(&tracking, "gc", None, None, &scopes, &interrupt).await?;
@@ -392,12 +385,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             .removed
                             .iter()
                             .map(|r| {
-                                format!(
-                                    "{} ({}, {})",
-                                    r.id,
-                                    r.region,
-                                    &r.commit[..12.min(r.commit.len())]
-                                )
+                                format!("{} ({}, {})", r.id, r.region, short_commit(&r.commit))
                             })
                             .collect();
                         let verb = if o.dry_run {
@@ -457,17 +445,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
             let plan = BuildPlan::new(&config);
-            let notifier = Notifier::new(&config.notify, env)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
             let ports = BuildPorts {
                 images: &ec2,
                 instances: &ec2,
             };
-            let tracking = tracking(&config, &sdk, actor, notifier, cli.lock_timeout);
+            let tracking = tracking(&config, &sdk, actor, env, cli.lock_timeout)?;
             let interrupt = Interrupt::on_signals();
             // Two builds of one commit would bake it twice: one at a time.
-            let scopes = [format!("build-{}", &commit.as_str()[..12])];
+            let scopes = [format!("build-{}", commit.short())];
             let mut stage = StageRun::begin(
                 &tracking,
                 "build",
@@ -535,16 +522,16 @@ fn tracking(
     config: &Config,
     sdk: &aws_config::SdkConfig,
     actor: Actor,
-    notifier: Notifier,
+    env: impl Fn(&str) -> Option<String>,
     lock_timeout: std::time::Duration,
-) -> Tracking {
-    Tracking {
+) -> Result<Tracking> {
+    Ok(Tracking {
         app: config.app.clone(),
         actor,
-        notifier,
+        notifier: Notifier::new(&config.notify, env)?,
         ledger: ledger(config, sdk),
         lock: config.state.lock_plan(lock_timeout),
-    }
+    })
 }
 
 /// The app's ledger in the config's state bucket.

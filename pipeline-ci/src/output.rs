@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use pipeline_core::config::BaseImage;
 use pipeline_core::ledger::Entry;
 use pipeline_core::lock::Holder;
-use pipeline_core::release::{Built, Release};
+use pipeline_core::release::{Built, Release, short_commit};
 use pipeline_core::stages::build::{BuildOutcome, BuildPlan};
 use pipeline_core::stages::deploy::{DeployOutcome, DeployPlan};
 use pipeline_core::stages::gc::GcOutcome;
@@ -231,10 +231,7 @@ pub fn history(format: OutputFormat, entries: &[Entry]) -> ExitCode {
                     e.stage,
                     e.env.as_deref().unwrap_or("-"),
                     e.outcome,
-                    e.commit
-                        .as_deref()
-                        .map(|c| &c[..c.len().min(12)])
-                        .unwrap_or("-"),
+                    e.commit.as_deref().map(short_commit).unwrap_or("-"),
                     e.actor.as_deref().unwrap_or("-"),
                     e.ami.as_deref().unwrap_or(""),
                     e.error
@@ -277,18 +274,13 @@ pub fn gc(format: OutputFormat, out: &GcOutcome) -> ExitCode {
                 "removed"
             };
             for k in &out.kept {
-                println!(
-                    "keep   {} {}  {}",
-                    k.id,
-                    &k.commit[..k.commit.len().min(12)],
-                    k.why
-                );
+                println!("keep   {} {}  {}", k.id, short_commit(&k.commit), k.why);
             }
             for r in &out.removed {
                 println!(
                     "{verb} {} {} in {} with {}",
                     r.id,
-                    &r.commit[..r.commit.len().min(12)],
+                    short_commit(&r.commit),
                     r.region,
                     if r.snapshots.is_empty() {
                         "no snapshot".to_string()

@@ -730,11 +730,17 @@ impl BuildConfig {
 }
 
 impl PromoteConfig {
+    /// The hosted zone's bare id (`hosted_zone` may be given as
+    /// `/hostedzone/ID`, as Route53 prints it).
+    pub fn zone_id(&self) -> &str {
+        self.hosted_zone.trim_start_matches("/hostedzone/")
+    }
+
     fn validate(
         &self,
         environments: &BTreeMap<String, EnvironmentConfig>,
     ) -> std::result::Result<(), String> {
-        let zone = self.hosted_zone.trim_start_matches("/hostedzone/");
+        let zone = self.zone_id();
         if zone.is_empty() || zone.len() > 32 || !zone.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!(
                 "promote.hosted_zone: {:?} is not a Route53 hosted zone id (such as Z0123456789ABCDEFGHIJ)",
@@ -841,12 +847,12 @@ impl EnvironmentConfig {
                 key("healthy_for")
             ));
         }
+        // drain_timeout may be zero: no waiting for connections to drain.
         for (k, value) in [
             ("health_timeout", self.health_timeout),
-            ("drain_timeout", self.drain_timeout),
             ("poll_interval", self.poll_interval),
         ] {
-            if value.is_zero() && k != "drain_timeout" {
+            if value.is_zero() {
                 return Err(format!("{}: must be more than zero", key(k)));
             }
         }
@@ -870,16 +876,7 @@ impl EnvironmentConfig {
             }
         }
         for setting in self.settings.keys() {
-            let ok = setting
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !setting.starts_with(|c: char| c.is_ascii_digit());
-            if !ok || setting.is_empty() {
-                return Err(format!(
-                    "{}: {setting:?} is not a valid environment variable name",
-                    key("settings")
-                ));
-            }
+            check_env_name(&key("settings"), setting)?;
         }
         Ok(())
     }

@@ -245,7 +245,7 @@ pub fn policy(config: &Config) -> Vec<Statement> {
     });
 
     if let Some(promote) = &config.promote {
-        let zone = promote.hosted_zone.trim_start_matches("/hostedzone/");
+        let zone = promote.zone_id();
         statements.push(Statement {
             sid: "FlipTheRecord",
             actions: vec![

@@ -16,7 +16,7 @@
 //! [`Acquired::Superseded`], so the newest commit wins and stale deploys do
 //! not pile up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::ports::{StateStore, Written};
+use crate::release::short_commit;
 use crate::wait::Interrupt;
 
 /// How locks are held and waited for.
@@ -65,11 +66,16 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// The holder a lock or queue object records, if it is one.
+    fn from_body(body: &[u8]) -> Option<Holder> {
+        serde_json::from_slice(body).ok()
+    }
+
     /// A one-line description for messages.
     pub fn describe(&self) -> String {
         let mut text = format!("{} run {}", self.stage, self.run);
         if let Some(commit) = &self.commit {
-            text.push_str(&format!(" of {}", &commit[..commit.len().min(12)]));
+            text.push_str(&format!(" of {}", short_commit(commit)));
         }
         text.push_str(&format!(
             " by {} since {}",
@@ -258,10 +264,10 @@ async fn newer_in_queue(
     let Some(entry) = newest else {
         return Ok(None);
     };
-    Ok(match store.get(&entry.key).await? {
-        Some(stored) => serde_json::from_slice(&stored.body).ok(),
-        None => None,
-    })
+    Ok(store
+        .get(&entry.key)
+        .await?
+        .and_then(|stored| Holder::from_body(&stored.body)))
 }
 
 impl Lock {
@@ -273,15 +279,8 @@ impl Lock {
         took_over: Option<Holder>,
         plan: &LockPlan,
     ) -> Lock {
-        let etag = Arc::new(Mutex::new(etag));
         let run = record.run.clone();
-        let heartbeat = tokio::spawn(heartbeat(
-            store.clone(),
-            key.clone(),
-            etag.clone(),
-            record,
-            *plan,
-        ));
+        let heartbeat = tokio::spawn(heartbeat(store.clone(), key.clone(), etag, record, *plan));
         Lock {
             store,
             key,
@@ -299,8 +298,7 @@ impl Lock {
         self.heartbeat.abort();
         // Wait until the heartbeat is gone, so no renewal lands after this.
         let _ = (&mut self.heartbeat).await;
-        let ours =
-            |body: &[u8]| serde_json::from_slice::<Holder>(body).is_ok_and(|h| h.run == self.run);
+        let ours = |body: &[u8]| Holder::from_body(body).is_some_and(|h| h.run == self.run);
         match self.store.get(&self.key).await {
             Ok(Some(current)) if ours(&current.body) => {
                 if let Err(e) = self.store.delete(&self.key).await {
@@ -325,7 +323,7 @@ impl Lock {
 async fn heartbeat(
     store: Arc<dyn StateStore>,
     key: String,
-    etag: Arc<Mutex<String>>,
+    mut etag: String,
     mut record: Holder,
     plan: LockPlan,
 ) {
@@ -333,10 +331,9 @@ async fn heartbeat(
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let ours = etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = record.renewed(plan.ttl);
-        match store.put_if(&key, &body, &ours).await {
-            Ok(Written::Done(new)) => *etag.lock().unwrap_or_else(|p| p.into_inner()) = new,
+        match store.put_if(&key, &body, &etag).await {
+            Ok(Written::Done(new)) => etag = new,
             Ok(Written::Refused) => {
                 tracing::error!(
                     "lost the lock {key}: another run took it over (this run's heartbeat was late)"
@@ -356,13 +353,5 @@ pub async fn unlock(store: &dyn StateStore, app: &str, scope: &str) -> Result<Op
         return Ok(None);
     };
     store.delete(&key).await?;
-    Ok(serde_json::from_slice(&current.body).ok())
-}
-
-/// The holder of the lock of `scope`, if it is held (expired or not).
-pub async fn holder(store: &dyn StateStore, app: &str, scope: &str) -> Result<Option<Holder>> {
-    Ok(match store.get(&lock_key(app, scope)).await? {
-        Some(current) => serde_json::from_slice(&current.body).ok(),
-        None => None,
-    })
+    Ok(Holder::from_body(&current.body))
 }

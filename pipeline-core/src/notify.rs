@@ -175,16 +175,6 @@ impl Notifier {
         })
     }
 
-    /// A notifier with no webhooks.
-    pub fn none() -> Notifier {
-        Notifier::new(&[], |_| None).expect("no webhooks to resolve")
-    }
-
-    /// Whether any webhook is configured.
-    pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
-    }
-
     /// Queues `event` for every webhook that wants it and returns at once.
     /// Must be called inside a tokio runtime.
     pub fn send(&self, event: &Event) {

@@ -22,8 +22,14 @@ impl Commit {
 
     /// The first 12 hex digits, used in names.
     pub fn short(&self) -> &str {
-        &self.0[..12]
+        short_commit(&self.0)
     }
+}
+
+/// The first 12 characters of a commit SHA read from a tag or the ledger
+/// (all of it, if shorter), as [`Commit::short`] shows a parsed one.
+pub fn short_commit(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 impl FromStr for Commit {

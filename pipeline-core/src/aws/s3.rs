@@ -6,6 +6,7 @@
 //! when two such writes race) when the condition does not hold.
 
 use async_trait::async_trait;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -43,6 +44,17 @@ impl StateBucket {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// A PutObject of the JSON `body` at `key`, to send as is or with a
+    /// condition.
+    fn put_request(&self, key: &str, body: &[u8]) -> PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .content_type("application/json")
+            .body(ByteStream::from(body.to_vec()))
     }
 }
 
@@ -82,16 +94,7 @@ impl StateStore for StateBucket {
     }
 
     async fn put_new(&self, key: &str, body: &[u8]) -> Result<Written> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .if_none_match("*")
-            .content_type("application/json")
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await;
+        let out = self.put_request(key, body).if_none_match("*").send().await;
         match out {
             Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
             Err(e) if refused(e.code()) => Ok(Written::Refused),
@@ -100,16 +103,7 @@ impl StateStore for StateBucket {
     }
 
     async fn put_if(&self, key: &str, body: &[u8], etag: &str) -> Result<Written> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .if_match(etag)
-            .content_type("application/json")
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await;
+        let out = self.put_request(key, body).if_match(etag).send().await;
         match out {
             Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
             // A missing object fails If-Match with NoSuchKey: not ours either.
@@ -119,12 +113,7 @@ impl StateStore for StateBucket {
     }
 
     async fn put(&self, key: &str, body: &[u8]) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .content_type("application/json")
-            .body(ByteStream::from(body.to_vec()))
+        self.put_request(key, body)
             .send()
             .await
             .map_err(sdk_error("PutObject"))?;

@@ -58,7 +58,7 @@ impl PromotePlan {
         let needed = |slot: &String| config.environments[slot].count.max(p.min_healthy);
         Ok(PromotePlan {
             app: config.app.clone(),
-            zone: p.hosted_zone.trim_start_matches("/hostedzone/").to_string(),
+            zone: p.zone_id().to_string(),
             record: p.record.trim_end_matches('.').to_string(),
             record_type: p.record_type,
             ttl: p.ttl,

@@ -536,7 +536,7 @@ fn tracking(
 
 /// The app's ledger in the config's state bucket.
 fn ledger(config: &Config, sdk: &aws_config::SdkConfig) -> Ledger {
-    let store = StateBucket::new(sdk, &config.state.bucket, config.state.prefix.as_deref());
+    let store = StateBucket::new(sdk, &config.state.bucket, config.state.key_prefix());
     Ledger::new(Arc::new(store), &config.app)
 }
 

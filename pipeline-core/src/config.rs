@@ -239,6 +239,15 @@ fn default_lock_ttl() -> Duration {
 }
 
 impl StateConfig {
+    /// What every state key starts with: the prefix and a `/`, or nothing
+    /// when there is no prefix (or an empty one).
+    pub fn key_prefix(&self) -> String {
+        match self.prefix.as_deref().map(|p| p.trim_end_matches('/')) {
+            Some(p) if !p.is_empty() => format!("{p}/"),
+            _ => String::new(),
+        }
+    }
+
     /// The lock plan: this lifetime, waiting up to `wait` for a held lock.
     pub fn lock_plan(&self, wait: Duration) -> crate::lock::LockPlan {
         crate::lock::LockPlan {
@@ -1368,5 +1377,18 @@ environments:
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m5").is_err());
+    }
+
+    #[test]
+    fn state_keys_start_with_the_prefix_and_one_slash() {
+        let state = |prefix: Option<&str>| StateConfig {
+            bucket: "b".into(),
+            prefix: prefix.map(str::to_string),
+            lock_ttl: default_lock_ttl(),
+        };
+        assert_eq!(state(None).key_prefix(), "");
+        assert_eq!(state(Some("")).key_prefix(), "");
+        assert_eq!(state(Some("ci")).key_prefix(), "ci/");
+        assert_eq!(state(Some("ci/")).key_prefix(), "ci/");
     }
 }

@@ -222,12 +222,7 @@ pub fn policy(config: &Config) -> Vec<Statement> {
 
     // The state bucket: locks, queue, ledger and test verdicts.
     let bucket = &config.state.bucket;
-    let prefix = config
-        .state
-        .prefix
-        .as_deref()
-        .map(|p| format!("{}/", p.trim_end_matches('/')))
-        .unwrap_or_default();
+    let prefix = config.state.key_prefix();
     statements.push(Statement {
         sid: "StateObjects",
         actions: vec!["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],

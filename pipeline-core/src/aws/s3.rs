@@ -23,22 +23,19 @@ pub struct StateBucket {
 }
 
 impl StateBucket {
-    /// The bucket `bucket`, keys under `prefix` (if any). With a custom
+    /// The bucket `bucket`, every key starting with `key_prefix` (as
+    /// [`crate::config::StateConfig::key_prefix`] gives it). With a custom
     /// endpoint (`AWS_ENDPOINT_URL`), path-style addressing is used, as
     /// S3-compatible servers expect.
-    pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, prefix: Option<&str>) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, key_prefix: String) -> Self {
         let mut config = aws_sdk_s3::config::Builder::from(sdk);
         if sdk.endpoint_url().is_some() {
             config = config.force_path_style(true);
         }
-        let prefix = match prefix.map(|p| p.trim_end_matches('/')) {
-            Some(p) if !p.is_empty() => format!("{p}/"),
-            _ => String::new(),
-        };
         StateBucket {
             client: aws_sdk_s3::Client::from_conf(config.build()),
             bucket: bucket.to_string(),
-            prefix,
+            prefix: key_prefix,
         }
     }
 

@@ -250,15 +250,24 @@ pub trait Balancer: Send + Sync {
     fn reports_draining(&self) -> bool;
 }
 
-/// The ids of the instances `balancer` reports healthy, in one call.
-pub async fn healthy_ids(balancer: &dyn Balancer) -> Result<std::collections::BTreeSet<String>> {
-    Ok(balancer
+/// What serves environment `env` of `app`: its app instances (role `app`,
+/// not terminated) and the ids its `balancer` reports healthy. Two calls.
+pub async fn fleet_health(
+    instances: &dyn Instances,
+    app: &str,
+    env: &str,
+    balancer: &dyn Balancer,
+) -> Result<(Vec<AppInstance>, std::collections::BTreeSet<String>)> {
+    let mut members = instances.app_instances(app, env).await?;
+    members.retain(|i| i.role == tag::ROLE_APP);
+    let healthy = balancer
         .registered()
         .await?
         .into_iter()
         .filter(|h| h.healthy)
         .map(|h| h.id)
-        .collect())
+        .collect();
+    Ok((members, healthy))
 }
 
 /// An Auto Scaling group as a deploy sees it.

@@ -3,7 +3,9 @@
 //! Every wait in the pipeline goes through [`until`]: it has a deadline, it
 //! polls at a fixed interval with one check per tick, it says what it was
 //! waiting for when it gives up, and Ctrl-C or SIGTERM ([`Interrupt`]) ends it
-//! at once so the stage can clean up what it created.
+//! at once so the stage can clean up what it created. A wait with nothing
+//! to check, only time to let pass, is a [`pause`], which the interrupt
+//! ends too.
 
 use std::future::Future;
 use std::time::Duration;
@@ -119,6 +121,16 @@ impl Interrupt {
     }
 }
 
+/// Lets `duration` pass, or returns [`Error::Interrupted`] as soon as
+/// `interrupt` fires (at once, if it has).
+pub async fn pause(duration: Duration, interrupt: &Interrupt) -> Result<()> {
+    interrupt.check()?;
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => Ok(()),
+        _ = interrupt.fired_wait() => Err(Error::Interrupted),
+    }
+}
+
 /// Polls `check` every `poll.interval` until it reports [`Progress::Done`],
 /// the deadline passes ([`Error::Timeout`] naming `what` and the last state
 /// seen), `check` errors, or `interrupt` fires ([`Error::Interrupted`]).
@@ -227,5 +239,22 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.to_string(), "boom");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_lets_its_time_pass_unless_interrupted() {
+        let started = tokio::time::Instant::now();
+        pause(Duration::from_secs(30), &Interrupt::never())
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+
+        let (trigger, interrupt) = Interrupt::manual();
+        let started = tokio::time::Instant::now();
+        let pausing = tokio::spawn(async move { pause(Duration::from_secs(30), &interrupt).await });
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        trigger.fire();
+        assert!(matches!(pausing.await.unwrap(), Err(Error::Interrupted)));
+        assert!(started.elapsed() < Duration::from_secs(8));
     }
 }

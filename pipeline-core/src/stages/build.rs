@@ -352,26 +352,22 @@ impl Bake<'_> {
 
     async fn await_power_off(&self, builder: &str) -> Result<()> {
         let what = format!("builder {builder} to run the provisioning script and power off");
-        let ids = [builder.to_string()];
-        wait::until(&what, self.plan.provision_poll, self.interrupt, || async {
-            let statuses = self.instances.statuses(&ids).await?;
-            let status = statuses.into_iter().find(|s| s.id == builder);
-            match status.as_ref().map(|s| s.state.as_str()) {
-                Some("stopped") => Ok(Progress::Done(())),
-                Some(state @ ("shutting-down" | "terminated")) => Err(Error::BakeFailed {
-                    reason: format!(
-                        "builder {builder} is {state} before it powered off ({})",
-                        status
-                            .as_ref()
-                            .and_then(|s| s.reason.as_deref())
-                            .unwrap_or_default()
-                    ),
-                }),
-                Some(state) => Ok(Progress::Pending(state.to_string())),
-                None => Ok(Progress::Pending("not yet visible".into())),
-            }
-        })
+        super::await_stopped(
+            self.instances,
+            builder,
+            &what,
+            self.plan.provision_poll,
+            self.interrupt,
+            |status| Error::BakeFailed {
+                reason: format!(
+                    "builder {builder} is {} before it powered off ({})",
+                    status.state,
+                    status.reason.as_deref().unwrap_or_default()
+                ),
+            },
+        )
         .await
+        .map(|_| ())
     }
 
     async fn await_available(&self, region: &str, image_id: &str) -> Result<Image> {

@@ -656,10 +656,7 @@ impl Swap<'_> {
             .await
         } else {
             // The balancer cannot tell: wait out the delay.
-            wait::until("connection draining", poll, self.interrupt, || async {
-                Ok(Progress::<()>::Pending("draining".into()))
-            })
-            .await
+            wait::pause(delay, self.interrupt).await
         };
         match waited {
             Ok(()) | Err(Error::Timeout { .. }) => Ok(()),

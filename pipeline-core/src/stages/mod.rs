@@ -14,10 +14,42 @@ pub mod status;
 pub mod task;
 pub mod test;
 
-use crate::ports::Instances;
+use crate::error::{Error, Result};
+use crate::ports::{InstanceStatus, Instances};
+use crate::wait::{self, Interrupt, Poll, Progress};
 
 /// How many console lines a failed bake or task shows.
 const CONSOLE_TAIL_LINES: usize = 30;
+
+/// Waits until the one-shot instance `id` (a builder, a task) has powered
+/// itself off, one DescribeInstances a tick, and returns its status. An
+/// instance shutting down or terminated first is the error `gone` makes.
+pub(crate) async fn await_stopped(
+    instances: &dyn Instances,
+    id: &str,
+    what: &str,
+    poll: Poll,
+    interrupt: &Interrupt,
+    gone: impl Fn(&InstanceStatus) -> Error,
+) -> Result<InstanceStatus> {
+    let ids = [id.to_string()];
+    wait::until(what, poll, interrupt, || async {
+        let status = instances
+            .statuses(&ids)
+            .await?
+            .into_iter()
+            .find(|s| s.id == id);
+        let Some(status) = status else {
+            return Ok(Progress::Pending("not yet visible".into()));
+        };
+        match status.state.as_str() {
+            "stopped" => Ok(Progress::Done(status)),
+            "shutting-down" | "terminated" => Err(gone(&status)),
+            state => Ok(Progress::Pending(state.to_string())),
+        }
+    })
+    .await
+}
 
 /// Logs the last lines of instance `id`'s console, `whose` it is (e.g.
 /// `builder`, `task migrate`): what a failed bake or task printed.

@@ -18,7 +18,7 @@
 
 use crate::config::{Config, RecordType};
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, healthy_ids, tag};
+use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, fleet_health};
 use crate::release::Commit;
 use crate::wait::{self, Interrupt, Poll, Progress};
 
@@ -181,15 +181,18 @@ pub async fn promote(
     interrupt: &Interrupt,
 ) -> Result<Flip> {
     let live = live(plan, ports).await?;
-    let target = match (to, &live.slot) {
-        (Some(slot), _) => plan.index(slot)?,
-        (None, Some(current)) if live.weights.is_none() => 1 - plan.index(current)?,
+    let target = match (to, &live.slot, live.weights) {
+        (Some(slot), _, _) => plan.index(slot)?,
+        (None, Some(current), None) => 1 - plan.index(current)?,
         // A gradual shift left half-way: carry on towards the smaller share.
-        (None, Some(_)) => {
-            let w = live.weights.unwrap_or([100, 0]);
-            if w[0] <= w[1] { 0 } else { 1 }
+        (None, Some(_), Some(w)) => {
+            if w[0] <= w[1] {
+                0
+            } else {
+                1
+            }
         }
-        (None, None) => 0,
+        (None, None, _) => 0,
     };
     let slot = plan.slots[target].clone();
     check_record_type(plan, &live)?;
@@ -235,7 +238,7 @@ pub async fn promote(
                 plan.bake.as_secs()
             );
             let checked = async {
-                hold(plan.bake, interrupt).await?;
+                wait::pause(plan.bake, interrupt).await?;
                 guard(plan, ports, target, Some(commit)).await
             };
             match checked.await {
@@ -308,22 +311,6 @@ pub async fn rollback(
     })
 }
 
-/// Sleeps `bake`, or returns [`Error::Interrupted`] if the interrupt fires.
-async fn hold(bake: std::time::Duration, interrupt: &Interrupt) -> Result<()> {
-    let poll = Poll {
-        interval: bake.max(std::time::Duration::from_millis(1)),
-        deadline: bake,
-    };
-    match wait::until("the bake time", poll, interrupt, || async {
-        Ok(Progress::<()>::Pending("baking".into()))
-    })
-    .await
-    {
-        Err(Error::Timeout { .. }) => Ok(()),
-        other => other,
-    }
-}
-
 /// The traffic guard: the slot's healthy instances (of `commit`, if given)
 /// must be at least what the plan needs. Returns their number and commit.
 async fn guard(
@@ -333,9 +320,8 @@ async fn guard(
     commit: Option<&Commit>,
 ) -> Result<(usize, Option<String>)> {
     let name = &plan.slots[slot];
-    let mut instances = ports.instances.app_instances(&plan.app, name).await?;
-    instances.retain(|i| i.role == tag::ROLE_APP);
-    let healthy = healthy_ids(ports.balancers[slot]).await?;
+    let (instances, healthy) =
+        fleet_health(ports.instances, &plan.app, name, ports.balancers[slot]).await?;
     let serving: Vec<_> = instances
         .iter()
         .filter(|i| healthy.contains(&i.id))

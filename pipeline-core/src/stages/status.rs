@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
-use crate::ports::{Balancer, Instances, healthy_ids, tag};
+use crate::ports::{Balancer, Instances, fleet_health};
 
 /// One environment's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,7 @@ pub async fn status(
 ) -> Result<Vec<EnvStatus>> {
     let mut out = Vec::with_capacity(environments.len());
     for (name, balancer) in environments {
-        let mut members = instances.app_instances(app, name).await?;
-        members.retain(|i| i.role == tag::ROLE_APP);
-        let healthy = healthy_ids(*balancer).await?;
+        let (members, healthy) = fleet_health(instances, app, name, *balancer).await?;
         let mut commits = BTreeMap::new();
         for i in &members {
             *commits.entry(i.commit.clone()).or_insert(0) += 1;

@@ -22,7 +22,7 @@ use crate::config::{Config, TaskWhen};
 use crate::error::{Error, Result};
 use crate::ports::{Image, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag};
 use crate::release::{Commit, RunId};
-use crate::wait::{self, Interrupt, Poll, Progress};
+use crate::wait::{Interrupt, Poll};
 
 /// The tag a task script sets on its own instance: the command's exit status.
 pub const EXIT_TAG: &str = "pipeline:task-exit";
@@ -92,15 +92,17 @@ impl TaskPlan {
     /// Task `name` of environment `env`; an unknown one is bad input.
     pub fn new(config: &Config, env: &str, name: &str) -> Result<TaskPlan> {
         let mut all = TaskPlan::all(config, env)?;
-        let known: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
         match all.iter().position(|t| t.name == name) {
             Some(i) => Ok(all.swap_remove(i)),
             None => Err(Error::Input(format!(
                 "environment {env} has no task {name:?}; known: {}",
-                if known.is_empty() {
+                if all.is_empty() {
                     "none (add one under environments.{env}.tasks)".to_string()
                 } else {
-                    known.join(", ")
+                    all.iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ))),
         }
@@ -239,25 +241,17 @@ async fn verdict(
     interrupt: &Interrupt,
 ) -> Result<()> {
     let what = format!("task {} on {id} to run and power off", plan.name);
-    let ids = [id.to_string()];
-    let tags = wait::until(&what, plan.poll, interrupt, || async {
-        let status = instances.statuses(&ids).await?.into_iter().next();
-        let Some(status) = status else {
-            return Ok(Progress::Pending("not visible yet".into()));
-        };
-        match status.state.as_str() {
-            "stopped" => Ok(Progress::Done(status.tags)),
-            "shutting-down" | "terminated" => Err(Error::TaskFailed {
-                task: plan.name.clone(),
-                reason: format!(
-                    "its instance {id} went away before reporting ({})",
-                    status.reason.as_deref().unwrap_or("no reason given")
-                ),
-            }),
-            state => Ok(Progress::Pending(state.to_string())),
+    let tags = super::await_stopped(instances, id, &what, plan.poll, interrupt, |status| {
+        Error::TaskFailed {
+            task: plan.name.clone(),
+            reason: format!(
+                "its instance {id} went away before reporting ({})",
+                status.reason.as_deref().unwrap_or("no reason given")
+            ),
         }
     })
-    .await?;
+    .await?
+    .tags;
     let exit = match tags.get(EXIT_TAG) {
         Some(value) => Some(value.clone()),
         None => console_exit(&plan.name, &instances.console_output(id).await?),

@@ -143,7 +143,7 @@ async fn credentials_never_reach_the_output() {
     );
     env.write_config(&config);
     let run = env
-        .spawn_with(
+        .pipeline_with(
             &[
                 "--output",
                 "json",
@@ -158,7 +158,6 @@ async fn credentials_never_reach_the_output() {
                 ("PIPELINE_LOG", "trace"),
             ],
         )
-        .wait()
         .await;
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.len() > 1000, "trace logging was on: {run:#?}");

@@ -11,7 +11,7 @@ use pipeline_fixtures::{
     spawn_broken_app,
 };
 
-use crate::support::{Env, Kind, SHA, SHA2, balancer_health, eventually, healthy, healthy_with};
+use crate::support::{Env, Kind, SHA, SHA2, eventually, healthy, healthy_with, registered};
 
 /// A world with balancers, both commits baked, and the config written.
 async fn baked(count: u32, health_timeout: &str) -> (Env, Balancers, Guest) {
@@ -22,12 +22,7 @@ async fn baked(count: u32, health_timeout: &str) -> (Env, Balancers, Guest) {
         BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
     );
     env.write_config(&env.deploy_config(&balancers, count, health_timeout));
-    for sha in [SHA, SHA2] {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
+    env.build_all(&[SHA, SHA2]).await;
     (env, balancers, guest)
 }
 
@@ -82,11 +77,7 @@ async fn swap_keeps_n_healthy(kind: Kind) {
     assert_eq!(b.len(), 3);
     assert_eq!(healthy(&env, &balancers, kind).await, b);
     assert!(env.live_instances(name, SHA).await.is_empty());
-    let registered: Vec<String> = balancer_health(&env, &balancers, kind)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let registered = registered(&env, &balancers, kind).await;
     assert!(registered.iter().all(|id| b.contains(id)), "{registered:?}");
     // Spread over both subnets, tagged at creation.
     let described = env
@@ -160,11 +151,7 @@ async fn never_healthy_leaves_the_old_fleet(kind: Kind) {
     assert_eq!(env.live_instances(name, SHA).await, a);
     assert_eq!(healthy(&env, &balancers, kind).await, a);
     // No new instance left running.
-    let registered: Vec<String> = balancer_health(&env, &balancers, kind)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let registered = registered(&env, &balancers, kind).await;
     assert!(registered.iter().all(|id| a.contains(id)), "{registered:?}");
     assert!(env.live_instances(name, SHA2).await.is_empty());
 }
@@ -184,12 +171,7 @@ async fn a_killed_deploy_is_converged_by_the_next_run() {
     let (env, balancers, _guest) = baked(2, "20s").await;
     let kind = Kind::TargetGroup;
     let name = kind.env();
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
 
     // kill -9 once the new fleet exists (after launch; maybe after register).
     let broken = spawn_broken_app(&env.sdk, "never-matches");
@@ -275,12 +257,7 @@ async fn deploy_refuses_what_it_cannot_do() {
 async fn deploy_calls(n: u32) -> BTreeMap<String, usize> {
     let (env, _balancers, _guest) = baked(n, "60s").await;
     let name = Kind::TargetGroup.env();
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
     env.moto.reset_recording();
     env.moto.start_recording();
     let run = env
@@ -412,11 +389,6 @@ async fn resting_max_tag(env: &Env, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     let (env, web, group, _guest) = group_world("300ms").await;
-    let tg = |env: &Env| {
-        let web = web.clone();
-        let sdk = env.sdk.clone();
-        async move { healthy_with(&sdk, &web, Kind::TargetGroup).await }
-    };
 
     // First deploy into the empty group.
     let first = env
@@ -428,7 +400,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     let (members, desired, max, _, suspended) = group_state(&env, &group).await;
     assert_eq!((members.clone(), desired, max), (a.clone(), 2, 2));
     assert!(suspended.is_empty(), "{suspended:?}");
-    assert_eq!(tg(&env).await, a);
+    assert_eq!(healthy(&env, &web, Kind::TargetGroup).await, a);
 
     // B replaces A; a sampler polls the target group every round trip.
     let stop = Arc::new(AtomicBool::new(false));
@@ -460,7 +432,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     let (members, desired, max, version_b, suspended) = group_state(&env, &group).await;
     assert_eq!((members, desired, max), (b.clone(), 2, 2));
     assert!(suspended.is_empty(), "{suspended:?}");
-    assert_eq!(tg(&env).await, b);
+    assert_eq!(healthy(&env, &web, Kind::TargetGroup).await, b);
 
     // A release that never gets healthy: the group is put back as it was.
     let broken = spawn_broken_app(&env.sdk, SHA);
@@ -473,7 +445,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     assert_eq!((members, desired, max), (b.clone(), 2, 2));
     assert_eq!(version, version_b, "launch template version restored");
     assert!(suspended.is_empty(), "{suspended:?}");
-    assert_eq!(tg(&env).await, b);
+    assert_eq!(healthy(&env, &web, Kind::TargetGroup).await, b);
     assert!(env.live_instances("web", SHA).await.is_empty());
 }
 
@@ -516,7 +488,7 @@ async fn a_deploy_killed_with_the_group_raised_is_finished_by_the_next() {
     let b = env.live_instances("web", SHA2).await;
     assert_eq!(b.len(), 2, "exactly N: {b:?}");
     assert!(env.live_instances("web", SHA).await.is_empty());
-    assert_eq!(healthy_with(&env.sdk, &web, Kind::TargetGroup).await, b);
+    assert_eq!(healthy(&env, &web, Kind::TargetGroup).await, b);
     let (members, desired, max, _, suspended) = group_state(&env, &group).await;
     assert_eq!((members, desired, max), (b, 2, 2), "the group as it rests");
     assert!(suspended.is_empty(), "{suspended:?}");
@@ -528,12 +500,7 @@ async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
     let (env, balancers, _guest) = baked(2, "30s").await;
     let kind = Kind::Classic;
     let name = kind.env();
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", name, "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
     let a = env.live_instances(name, SHA).await;
 
     // B never gets healthy, so the deploy sits in its health wait.

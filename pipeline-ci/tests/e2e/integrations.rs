@@ -81,7 +81,7 @@ async fn ci_integrations_validate_and_their_flows_run_against_moto() {
             args.truncate(dashes + 1);
             args.push("true");
         }
-        let run = env.spawn_with(&args, &[("CIRCLE_SHA1", SHA)]).wait().await;
+        let run = env.pipeline_with(&args, &[("CIRCLE_SHA1", SHA)]).await;
         assert_eq!(run.code, 0, "pipeline {line}: {run:#?}");
     }
 

@@ -49,7 +49,7 @@ async fn events_reach_the_webhooks_and_a_dead_one_blocks_nothing() {
     ];
 
     let build = env
-        .spawn_with(
+        .pipeline_with(
             &[
                 "build",
                 "--skip-test-gate",
@@ -60,18 +60,15 @@ async fn events_reach_the_webhooks_and_a_dead_one_blocks_nothing() {
             ],
             &ci,
         )
-        .wait()
         .await;
     assert_eq!(build.code, 0, "{build:#?}");
     let ami = build.json()["ami"].as_str().unwrap().to_string();
     let deploy = env
-        .spawn_with(&["deploy", "--env", "staging", "--commit", SHA], &ci)
-        .wait()
+        .pipeline_with(&["deploy", "--env", "staging", "--commit", SHA], &ci)
         .await;
     assert_eq!(deploy.code, 0, "{deploy:#?}");
     let unbuilt = env
-        .spawn_with(&["deploy", "--env", "staging", "--commit", SHA2], &ci)
-        .wait()
+        .pipeline_with(&["deploy", "--env", "staging", "--commit", SHA2], &ci)
         .await;
     assert_eq!(unbuilt.code, 1, "{unbuilt:#?}");
 

@@ -92,11 +92,10 @@ async fn progress_is_live_in_a_terminal_and_plain_in_ci() {
 
     // In CI: plain timestamped lines, no control codes.
     let ci = env
-        .spawn_with(
+        .pipeline_with(
             &["build", "--skip-test-gate", "--commit", SHA],
             &[("CI", "true")],
         )
-        .wait()
         .await;
     assert_eq!(ci.code, 0, "{ci:#?}");
     assert!(!ci.stderr.contains('\u{1b}'), "{:?}", ci.stderr);

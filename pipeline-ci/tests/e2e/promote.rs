@@ -37,12 +37,7 @@ async fn slots(record_type: &str) -> Slots {
         env.environment("prod2", &target_group(&prod2)),
     );
     env.write_config(&config);
-    for sha in [SHA, SHA2] {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
+    env.build_all(&[SHA, SHA2]).await;
     Slots {
         env,
         config,
@@ -84,12 +79,7 @@ async fn cycle(record_type: &str, rr_type: &str) {
     let at = |host: &str| Some((rr_type.to_string(), host.to_string()));
 
     // A goes to prod1 and takes traffic first.
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
     let first = env
         .pipeline(&["promote", "--commit", SHA, "--output", "json"])
         .await;
@@ -98,12 +88,8 @@ async fn cycle(record_type: &str, rr_type: &str) {
     assert_eq!(record(&s).await, at(&p1));
 
     // B goes to the idle slot, prod2; promote flips to it.
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA2])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA2])
+        .await;
     let promoted = env
         .pipeline(&["promote", "--commit", SHA2, "--output", "json"])
         .await;
@@ -194,13 +180,8 @@ async fn promote_rollback_promote_with_an_alias() {
 async fn the_traffic_guard_leaves_the_record_alone() {
     let s = slots("cname").await;
     let env = &s.env;
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
-    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
     let before = record(&s).await;
 
     // prod2 runs nothing yet.
@@ -212,12 +193,7 @@ async fn the_traffic_guard_leaves_the_record_alone() {
         empty.stderr
     );
     // prod2 runs A, but B is expected.
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA]).await;
     let wrong = env.pipeline(&["promote", "--commit", SHA2]).await;
     assert_eq!(wrong.code, 1, "{wrong:#?}");
     assert!(
@@ -264,19 +240,10 @@ async fn mid_shift(s: &Slots) -> Vec<(String, i64)> {
 async fn ready_to_shift(s: &Slots) {
     let env = &s.env;
     env.write_config(&format!("{}  steps: [30, 100]\n  bake: 2s\n", s.config));
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
-    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod2", "--commit", SHA2])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA2])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,13 +338,8 @@ async fn a_change_batch_with_a_stale_delete_changes_nothing() {
 
     let s = slots("cname").await;
     let env = &s.env;
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
-    assert_eq!(env.pipeline(&["promote", "--commit", SHA]).await.code, 0);
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
     let before = record(&s).await;
 
     let dns = Route53::new(&env.sdk);

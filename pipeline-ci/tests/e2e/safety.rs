@@ -7,7 +7,7 @@ use std::time::Duration;
 use pipeline_fixtures::{BuilderBehaviour, Guest, guest, seed_balancers};
 
 use crate::support::{
-    Env, Kind, SHA, SHA2, balancer_health, classic, eventually, healthy, target_group,
+    Env, Kind, SHA, SHA2, classic, eventually, healthy, registered, target_group,
 };
 
 const SHA3: &str = "1111111111111111111111111111111111111111";
@@ -36,26 +36,14 @@ async fn world(kind: Kind, drain: u32) -> (Env, pipeline_fixtures::Balancers, Gu
 
 /// Builds `shas` (test gate skipped) and deploys the first to prod1.
 async fn serving_first(env: &Env, shas: &[&str]) {
-    for sha in shas {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
-    let deploy = env
-        .pipeline(&["deploy", "--env", "prod1", "--commit", shas[0]])
+    env.build_all(shas).await;
+    env.ok(&["deploy", "--env", "prod1", "--commit", shas[0]])
         .await;
-    assert_eq!(deploy.code, 0, "{deploy:#?}");
 }
 
-/// Every instance of the app that is not terminated.
+/// Every instance of the app in prod1, any commit, that is not terminated.
 async fn not_terminated(env: &Env) -> Vec<String> {
-    let mut ids = Vec::new();
-    for sha in [SHA, SHA2, SHA3, SHA4] {
-        ids.extend(env.live_instances("prod1", sha).await);
-    }
-    ids.sort();
-    ids
+    env.live_in("prod1").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,10 +51,7 @@ async fn the_test_gate_and_the_ledger() {
     let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;
     let user = [("USER", "ada")];
 
-    let untested = env
-        .spawn_with(&["build", "--commit", SHA], &user)
-        .wait()
-        .await;
+    let untested = env.pipeline_with(&["build", "--commit", SHA], &user).await;
     assert_eq!(untested.code, 1, "{untested:#?}");
     assert!(
         untested.stderr.contains("has no passing test record"),
@@ -75,37 +60,27 @@ async fn the_test_gate_and_the_ledger() {
     assert!(env.release_images(&env.world.region, SHA).await.is_empty());
 
     let failing = env
-        .spawn_with(&["test", "--commit", SHA2, "--", "false"], &user)
-        .wait()
+        .pipeline_with(&["test", "--commit", SHA2, "--", "false"], &user)
         .await;
     assert_eq!(failing.code, 1);
-    let refused = env
-        .spawn_with(&["build", "--commit", SHA2], &user)
-        .wait()
-        .await;
+    let refused = env.pipeline_with(&["build", "--commit", SHA2], &user).await;
     assert_eq!(
         refused.code, 1,
         "a failed test does not open the gate: {refused:#?}"
     );
 
     let passing = env
-        .spawn_with(&["test", "--commit", SHA, "--", "true"], &user)
-        .wait()
+        .pipeline_with(&["test", "--commit", SHA, "--", "true"], &user)
         .await;
     assert_eq!(passing.code, 0, "{passing:#?}");
-    let built = env
-        .spawn_with(&["build", "--commit", SHA], &user)
-        .wait()
-        .await;
+    let built = env.pipeline_with(&["build", "--commit", SHA], &user).await;
     assert_eq!(built.code, 0, "{built:#?}");
     let skipped = env
-        .spawn_with(&["build", "--commit", SHA2, "--skip-test-gate"], &user)
-        .wait()
+        .pipeline_with(&["build", "--commit", SHA2, "--skip-test-gate"], &user)
         .await;
     assert_eq!(skipped.code, 0, "{skipped:#?}");
     let deployed = env
-        .spawn_with(&["deploy", "--env", "prod1", "--commit", SHA], &user)
-        .wait()
+        .pipeline_with(&["deploy", "--env", "prod1", "--commit", SHA], &user)
         .await;
     assert_eq!(deployed.code, 0, "{deployed:#?}");
 
@@ -162,12 +137,7 @@ async fn the_test_gate_and_the_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
     let (env, balancers, _guest) = world(Kind::TargetGroup, 1).await;
-    for sha in [SHA, SHA2, SHA3] {
-        let run = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(run.code, 0, "{run:#?}");
-    }
+    env.build_all(&[SHA, SHA2, SHA3]).await;
     // A deploy in flight: its lock, as `pipeline deploy` writes it, held
     // for as long as this test says (its heartbeat is this test).
     let holder = serde_json::json!({
@@ -229,8 +199,7 @@ async fn a_held_lock_refuses_or_queues_and_the_newest_queued_wins() {
 
     // A human removes the holder's lock: D takes it and deploys.
     let unlock = env
-        .spawn_with(&["unlock", "--env", "prod1"], &[("USER", "bob")])
-        .wait()
+        .pipeline_with(&["unlock", "--env", "prod1"], &[("USER", "bob")])
         .await;
     assert_eq!(unlock.code, 0, "{unlock:#?}");
     let d = d.wait().await;
@@ -279,12 +248,8 @@ async fn two_deploys_started_together_never_interleave() {
     // What one deploy over a serving fleet changes, in order.
     env.moto.reset_recording();
     env.moto.start_recording();
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA2])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA2])
+        .await;
     env.moto.stop_recording();
     let one = mutations(&env);
     assert!(one.contains(&"TerminateInstances".to_string()), "{one:?}");
@@ -390,13 +355,7 @@ async fn killed_at(point: Point) {
     assert_eq!(old.len(), 2);
 
     let child = env.spawn(&["deploy", "--env", "prod1", "--commit", SHA2]);
-    let in_balancer = || async {
-        balancer_health(&env, &balancers, kind)
-            .await
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>()
-    };
+    let in_balancer = || registered(&env, &balancers, kind);
     match point {
         Point::AfterRegister => {
             eventually("the new fleet to be registered", || async {
@@ -549,12 +508,7 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
         amis.push(run.json()["ami"].as_str().unwrap().to_string());
         tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation times
     }
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
     let snapshots = |images: Vec<aws_sdk_ec2::types::Image>| -> Vec<String> {
         images
             .iter()
@@ -637,19 +591,10 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_html_dashboard_renders_in_chromium() {
     let (env, _balancers, _guest) = world(Kind::TargetGroup, 1).await;
-    assert_eq!(
-        env.pipeline(&["build", "--skip-test-gate", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
-    assert_eq!(
-        env.pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
-            .await
-            .code,
-        0
-    );
-    let page = std::env::temp_dir().join(format!("pipeline-dashboard-{}.html", std::process::id()));
+    serving_first(&env, &[SHA]).await;
+    // The page and Chromium's profile go in the Env's scratch directory,
+    // removed with it.
+    let page = env.dir().join("dashboard.html");
     let run = env
         .pipeline(&["status", "--html", page.to_str().unwrap()])
         .await;
@@ -659,7 +604,7 @@ async fn the_html_dashboard_renders_in_chromium() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromium is installed (make test installs Debian's chromium)");
-    let profile = tempdir("chromium-profile");
+    let profile = env.dir().join("chromium-profile");
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let url = format!("file://{}", page.display());
@@ -703,11 +648,4 @@ async fn the_html_dashboard_renders_in_chromium() {
         "{} bytes",
         png.len()
     );
-    let _ = std::fs::remove_file(&page);
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("pipeline-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

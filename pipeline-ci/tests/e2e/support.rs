@@ -142,15 +142,25 @@ build:
 
     /// Instances tagged with this app, `env` and `commit`, not terminated.
     pub async fn live_instances(&self, env: &str, commit: &str) -> Vec<String> {
-        let out = self
+        self.live(&[("pipeline:env", env), ("pipeline:commit", commit)])
+            .await
+    }
+
+    /// Instances tagged with this app and `env`, any commit, not terminated.
+    pub async fn live_in(&self, env: &str) -> Vec<String> {
+        self.live(&[("pipeline:env", env)]).await
+    }
+
+    /// Instances of this app with these tags, not terminated, sorted.
+    async fn live(&self, tags: &[(&str, &str)]) -> Vec<String> {
+        let mut request = self
             .ec2
             .describe_instances()
-            .filters(filter("tag:pipeline:app", "shop"))
-            .filters(filter("tag:pipeline:env", env))
-            .filters(filter("tag:pipeline:commit", commit))
-            .send()
-            .await
-            .unwrap();
+            .filters(filter("tag:pipeline:app", "shop"));
+        for (key, value) in tags {
+            request = request.filters(filter(&format!("tag:{key}"), value));
+        }
+        let out = request.send().await.unwrap();
         let mut ids: Vec<String> = out
             .reservations()
             .iter()
@@ -172,6 +182,31 @@ build:
     /// Runs the binary with `args`, pointed at moto and at the config file.
     pub async fn pipeline(&self, args: &[&str]) -> Run {
         self.spawn(args).wait().await
+    }
+
+    /// [`Env::pipeline`] with extra environment variables.
+    pub async fn pipeline_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        self.spawn_with(args, extra_env).wait().await
+    }
+
+    /// [`Env::pipeline`], which must exit 0.
+    pub async fn ok(&self, args: &[&str]) -> Run {
+        let run = self.pipeline(args).await;
+        assert_eq!(run.code, 0, "{args:?}: {run:#?}");
+        run
+    }
+
+    /// Builds each of `shas` (test gate skipped), each exiting 0.
+    pub async fn build_all(&self, shas: &[&str]) {
+        for sha in shas {
+            self.ok(&["build", "--skip-test-gate", "--commit", sha])
+                .await;
+        }
+    }
+
+    /// The scratch directory the config lives in, removed with the Env.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Starts the binary without waiting for it.
@@ -475,6 +510,15 @@ pub async fn health_with(
             })
             .collect(),
     }
+}
+
+/// The ids of every instance the balancer has registered, healthy or not.
+pub async fn registered(env: &Env, balancers: &Balancers, kind: Kind) -> Vec<String> {
+    balancer_health(env, balancers, kind)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// The ids of the instances the balancer reports healthy, sorted.

@@ -173,12 +173,7 @@ async fn a_failed_task_aborts_the_deploy_and_the_old_fleet_keeps_serving() {
         BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
     );
     env.write_config(&config(&env, &balancers));
-    for sha in [SHA, SHA2] {
-        let build = env
-            .pipeline(&["build", "--skip-test-gate", "--commit", sha])
-            .await;
-        assert_eq!(build.code, 0, "{build:#?}");
-    }
+    env.build_all(&[SHA, SHA2]).await;
     let passing = spawn_task_runner(&env.sdk, 0, Duration::from_millis(100));
     let first = env
         .pipeline(&["deploy", "--env", "staging", "--commit", SHA])
@@ -227,10 +222,7 @@ async fn a_killed_task_run_is_cleaned_up_by_the_next() {
     );
     let _runner = spawn_task_runner(&env.sdk, 0, Duration::from_secs(3));
     env.write_config(&config(&env, &balancers));
-    let build = env
-        .pipeline(&["build", "--skip-test-gate", "--commit", SHA])
-        .await;
-    assert_eq!(build.code, 0, "{build:#?}");
+    env.build_all(&[SHA]).await;
 
     let task = ["task", "--env", "staging", "--commit", SHA, "migrate"];
     let child = env.spawn(&task);

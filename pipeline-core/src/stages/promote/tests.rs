@@ -27,6 +27,15 @@ fn plan() -> PromotePlan {
     }
 }
 
+/// Promotes [`SHA`] (to `to`, else the other slot), never interrupted.
+async fn promote_sha(
+    plan: &PromotePlan,
+    ports: &PromotePorts<'_>,
+    to: Option<&str>,
+) -> Result<Flip> {
+    promote(plan, ports, to, &SHA.parse().unwrap(), &Interrupt::never()).await
+}
+
 fn endpoint(slot: &str) -> Endpoint {
     Endpoint {
         dns_name: format!("{slot}-lb.elb.amazonaws.com"),
@@ -127,15 +136,7 @@ async fn promotes_the_idle_slot_in_one_change() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let flip = promote(
-        &plan(),
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap();
+    let flip = promote_sha(&plan(), &ports, None).await.unwrap();
     assert_eq!(flip.from.as_deref(), Some("prod1"));
     assert_eq!(flip.to, "prod2");
     assert!(flip.changed);
@@ -156,15 +157,7 @@ async fn refuses_a_slot_running_another_commit() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let err = promote(
-        &plan(),
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap_err();
+    let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
     assert!(
         err.to_string().contains("prod2 has 0 healthy instances of"),
@@ -183,15 +176,7 @@ async fn refuses_a_slot_with_too_few_healthy() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let err = promote(
-        &plan(),
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap_err();
+    let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(err.to_string().contains("has 1 healthy"), "{err}");
     assert!(log.lock().unwrap().is_empty());
 }
@@ -206,15 +191,7 @@ async fn promoting_the_live_slot_changes_nothing() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let flip = promote(
-        &plan(),
-        &ports,
-        Some("prod2"),
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap();
+    let flip = promote_sha(&plan(), &ports, Some("prod2")).await.unwrap();
     assert!(!flip.changed);
     assert!(log.lock().unwrap().is_empty());
 }
@@ -238,15 +215,7 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let err = promote(
-        &plan(),
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap_err();
+    let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
     assert!(
         err.to_string()
@@ -302,15 +271,7 @@ async fn first_promote_creates_the_record() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let flip = promote(
-        &plan(),
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap();
+    let flip = promote_sha(&plan(), &ports, None).await.unwrap();
     assert_eq!(flip.to, "prod1");
     assert_eq!(flip.from, None);
     assert_eq!(
@@ -369,15 +330,7 @@ async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
         balancers: [&b1, &b2],
     };
     let started = tokio::time::Instant::now();
-    let flip = promote(
-        &plan,
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap();
+    let flip = promote_sha(&plan, &ports, None).await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
         [
@@ -425,15 +378,7 @@ async fn a_failed_check_mid_shift_puts_all_traffic_back() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let err = promote(
-        &plan,
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap_err();
+    let err = promote_sha(&plan, &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
     assert_eq!(
         *log.lock().unwrap(),
@@ -456,15 +401,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    promote(
-        &plan,
-        &ports,
-        None,
-        &SHA.parse().unwrap(),
-        &Interrupt::never(),
-    )
-    .await
-    .unwrap();
+    promote_sha(&plan, &ports, None).await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
         ["prod1=50 prod2=50", "prod2-lb.elb.amazonaws.com"]

@@ -87,7 +87,7 @@ async fn broken_config_exits_2_without_a_mutating_call() {
 async fn test_command_streams_and_reports() {
     let env = Env::new().await;
     let pass = env
-        .pipeline(&[
+        .ok(&[
             "test",
             "--commit",
             SHA,
@@ -97,7 +97,6 @@ async fn test_command_streams_and_reports() {
             "echo unit tests ok",
         ])
         .await;
-    assert_eq!(pass.code, 0, "{pass:#?}");
     assert!(pass.stdout.contains("unit tests ok"), "{pass:#?}");
     assert!(
         pass.stdout.contains(&format!("tests passed for {SHA}")),
@@ -174,8 +173,7 @@ async fn offline_commands_make_no_aws_call() {
     env.write_config(&env.deploy_config(&balancers, 2, "5s"));
     env.moto.start_recording();
 
-    let check = env.pipeline(&["config", "check"]).await;
-    assert_eq!(check.code, 0, "{check:#?}");
+    let check = env.ok(&["config", "check"]).await;
     assert!(check.stdout.contains("pipeline.yaml: valid"), "{check:#?}");
     assert!(
         check.stdout.contains("deploy staging: 2 x t3.micro"),
@@ -191,20 +189,15 @@ async fn offline_commands_make_no_aws_call() {
         "newest of self named debian-12-amd64-*"
     );
 
-    let policy = env.pipeline(&["iam-policy", "--output", "json"]).await;
-    assert_eq!(policy.code, 0, "{policy:#?}");
+    let policy = env.ok(&["iam-policy", "--output", "json"]).await;
     assert_eq!(policy.json()["Version"], "2012-10-17");
 
-    let schema = env
-        .pipeline(&["config", "schema", "--output", "json"])
-        .await;
-    assert_eq!(schema.code, 0, "{schema:#?}");
+    let schema = env.ok(&["config", "schema", "--output", "json"]).await;
     assert_eq!(schema.json()["title"], "Config");
     assert_eq!(schema.json()["additionalProperties"], false);
 
     for shell in ["bash", "zsh", "fish"] {
-        let completions = env.pipeline(&["completions", shell]).await;
-        assert_eq!(completions.code, 0, "{completions:#?}");
+        let completions = env.ok(&["completions", shell]).await;
         assert!(completions.stdout.contains("promote"), "{shell}");
     }
 

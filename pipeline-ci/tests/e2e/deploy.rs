@@ -30,10 +30,8 @@ async fn swap_keeps_n_healthy(kind: Kind) {
     let (env, balancers, _guest) = baked(3, "20s").await;
     let name = kind.env();
 
-    let first = env
-        .pipeline(&["deploy", "--env", name, "--commit", SHA, "--output", "json"])
+    env.ok(&["deploy", "--env", name, "--commit", SHA, "--output", "json"])
         .await;
-    assert_eq!(first.code, 0, "{first:#?}");
     let a = env.live_instances(name, SHA).await;
     assert_eq!(a.len(), 3);
     assert_eq!(healthy(&env, &balancers, kind).await, a);
@@ -128,10 +126,7 @@ async fn target_group_swap_keeps_n_healthy() {
 async fn never_healthy_leaves_the_old_fleet(kind: Kind) {
     let (env, balancers, _guest) = baked(2, "3s").await;
     let name = kind.env();
-    let first = env
-        .pipeline(&["deploy", "--env", name, "--commit", SHA])
-        .await;
-    assert_eq!(first.code, 0, "{first:#?}");
+    env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
     let a = env.live_instances(name, SHA).await;
 
     let broken = spawn_broken_app(&env.sdk, SHA2);
@@ -188,7 +183,7 @@ async fn a_killed_deploy_is_converged_by_the_next_run() {
     // Its lock stays until it expires (lock_ttl 2s); the rerun waits, takes
     // it over, and records the takeover.
     let rerun = env
-        .pipeline(&[
+        .ok(&[
             "deploy",
             "--env",
             name,
@@ -200,7 +195,6 @@ async fn a_killed_deploy_is_converged_by_the_next_run() {
             "30s",
         ])
         .await;
-    assert_eq!(rerun.code, 0, "{rerun:#?}");
     assert!(
         rerun.stderr.contains("took over the expired lock of prod1"),
         "{rerun:#?}"
@@ -391,10 +385,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     let (env, web, group, _guest) = group_world("300ms").await;
 
     // First deploy into the empty group.
-    let first = env
-        .pipeline(&["deploy", "--env", "web", "--commit", SHA])
-        .await;
-    assert_eq!(first.code, 0, "{first:#?}");
+    env.ok(&["deploy", "--env", "web", "--commit", SHA]).await;
     let a = env.live_instances("web", SHA).await;
     assert_eq!(a.len(), 2, "the group's instances carry the release tags");
     let (members, desired, max, _, suspended) = group_state(&env, &group).await;
@@ -455,10 +446,7 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_killed_with_the_group_raised_is_finished_by_the_next() {
     let (env, web, group, _guest) = group_world("3s").await;
-    let first = env
-        .pipeline(&["deploy", "--env", "web", "--commit", SHA])
-        .await;
-    assert_eq!(first.code, 0, "{first:#?}");
+    env.ok(&["deploy", "--env", "web", "--commit", SHA]).await;
     assert_eq!(resting_max_tag(&env, &group).await, None);
 
     let child = env.spawn(&["deploy", "--env", "web", "--commit", SHA2]);
@@ -473,18 +461,16 @@ async fn a_deploy_killed_with_the_group_raised_is_finished_by_the_next() {
     assert!(!suspended.is_empty());
     assert_eq!(resting_max_tag(&env, &group).await.as_deref(), Some("2"));
 
-    let rerun = env
-        .pipeline(&[
-            "deploy",
-            "--env",
-            "web",
-            "--commit",
-            SHA2,
-            "--lock-timeout",
-            "30s",
-        ])
-        .await;
-    assert_eq!(rerun.code, 0, "{rerun:#?}");
+    env.ok(&[
+        "deploy",
+        "--env",
+        "web",
+        "--commit",
+        SHA2,
+        "--lock-timeout",
+        "30s",
+    ])
+    .await;
     let b = env.live_instances("web", SHA2).await;
     assert_eq!(b.len(), 2, "exactly N: {b:?}");
     assert!(env.live_instances("web", SHA).await.is_empty());

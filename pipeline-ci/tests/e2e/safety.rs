@@ -124,9 +124,8 @@ async fn the_test_gate_and_the_ledger() {
     assert!(env.state_keys("locks/").await.is_empty());
 
     let history = env
-        .pipeline(&["history", "--env", "prod1", "--output", "json"])
+        .ok(&["history", "--env", "prod1", "--output", "json"])
         .await;
-    assert_eq!(history.code, 0, "{history:#?}");
     let shown = history.json()["entries"].as_array().unwrap().clone();
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0]["stage"], "deploy");
@@ -448,7 +447,7 @@ async fn a_build_killed_mid_bake_converges() {
     assert_ne!(killed[0].1, "terminated", "left behind: {killed:?}");
 
     let rerun = env
-        .pipeline(&[
+        .ok(&[
             "build",
             "--skip-test-gate",
             "--commit",
@@ -457,7 +456,6 @@ async fn a_build_killed_mid_bake_converges() {
             "30s",
         ])
         .await;
-    assert_eq!(rerun.code, 0, "{rerun:#?}");
     assert!(
         rerun.stderr.contains("took over the expired lock"),
         "{rerun:#?}"
@@ -495,7 +493,7 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
     let mut amis = Vec::new();
     for sha in [SHA, SHA2, SHA3, SHA4] {
         let run = env
-            .pipeline(&[
+            .ok(&[
                 "build",
                 "--skip-test-gate",
                 "--commit",
@@ -504,7 +502,6 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
                 "json",
             ])
             .await;
-        assert_eq!(run.code, 0, "{run:#?}");
         amis.push(run.json()["ami"].as_str().unwrap().to_string());
         tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation times
     }
@@ -524,9 +521,8 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
     assert_eq!(doomed_snapshots.len(), 2);
 
     let dry = env
-        .pipeline(&["gc", "--keep", "1", "--dry-run", "--output", "json"])
+        .ok(&["gc", "--keep", "1", "--dry-run", "--output", "json"])
         .await;
-    assert_eq!(dry.code, 0, "{dry:#?}");
     assert_eq!(dry.json()["removed"].as_array().unwrap().len(), 2);
     for sha in [SHA, SHA2, SHA3, SHA4] {
         assert_eq!(
@@ -536,10 +532,7 @@ async fn gc_keeps_what_is_in_use_and_the_newest() {
         );
     }
 
-    let gc = env
-        .pipeline(&["gc", "--keep", "1", "--output", "json"])
-        .await;
-    assert_eq!(gc.code, 0, "{gc:#?}");
+    let gc = env.ok(&["gc", "--keep", "1", "--output", "json"]).await;
     let kept: Vec<String> = gc.json()["kept"]
         .as_array()
         .unwrap()
@@ -595,10 +588,7 @@ async fn the_html_dashboard_renders_in_chromium() {
     // The page and Chromium's profile go in the Env's scratch directory,
     // removed with it.
     let page = env.dir().join("dashboard.html");
-    let run = env
-        .pipeline(&["status", "--html", page.to_str().unwrap()])
-        .await;
-    assert_eq!(run.code, 0, "{run:#?}");
+    env.ok(&["status", "--html", page.to_str().unwrap()]).await;
 
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()

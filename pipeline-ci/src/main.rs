@@ -170,8 +170,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let environment = &config.environments[name];
                 let balancer = aws::balancer(&sdk, &environment.load_balancer);
                 let groups = environment
-                    .auto_scaling_group
-                    .as_ref()
+                    .placement
+                    .group()
                     .map(|_| AutoScalingGroups::new(&sdk));
                 let ports = DeployPorts {
                     instances: &ec2,
@@ -417,7 +417,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(output::plan(
                 cli.output,
                 &cli.config,
-                &BuildPlan::new(&config),
+                &BuildPlan::new(&config)?,
                 &deploys,
                 promote.as_ref(),
             ))
@@ -444,7 +444,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = Config::load(&cli.config)?;
             let commit = commit::resolve(commit.as_deref(), env)?;
-            let plan = BuildPlan::new(&config);
+            let plan = BuildPlan::new(&config)?;
             let sdk = sdk_config(&config).await;
             let ec2 = Ec2::new(&sdk, &config.region);
             let ports = BuildPorts {
@@ -536,7 +536,7 @@ fn tracking(
 
 /// The app's ledger in the config's state bucket.
 fn ledger(config: &Config, sdk: &aws_config::SdkConfig) -> Ledger {
-    let store = StateBucket::new(sdk, &config.state.bucket, config.state.key_prefix());
+    let store = StateBucket::new(sdk, &config.state.bucket, config.state.key_prefix.clone());
     Ledger::new(Arc::new(store), &config.app)
 }
 

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use pipeline_core::config::BaseImage;
+use pipeline_core::config::{BaseImage, Placement};
 use pipeline_core::ledger::Entry;
 use pipeline_core::lock::Holder;
 use pipeline_core::release::{Built, Release, short_commit};
@@ -451,9 +451,11 @@ pub fn plan(
             json!({
                 "env": d.env,
                 "count": d.count,
-                "instance_type": d.instance_type,
-                "subnets": d.subnets,
-                "auto_scaling_group": d.auto_scaling_group,
+                "instance_type": d.shape.instance_type,
+                "subnets": match &d.placement {
+                    Placement::Subnets(s) | Placement::Group { subnets: s, .. } => s,
+                },
+                "auto_scaling_group": d.placement.group(),
                 "health_timeout_secs": d.health_poll.deadline.as_secs(),
                 "healthy_for_secs": d.healthy_for.as_secs_f64(),
                 "drain_cap_secs": d.drain_cap.as_secs(),
@@ -477,21 +479,21 @@ pub fn plan(
             println!("app {} in {}", build.app, build.region);
             println!(
                 "build: from {base}, {} builder, provisioning within {}s, copies to [{}], shared with [{}]",
-                build.instance_type,
+                build.shape.instance_type,
                 build.provision_poll.deadline.as_secs(),
                 build.copy_to_regions.join(", "),
                 build.share_with.join(", ")
             );
             for d in deploys {
-                let placement = match &d.auto_scaling_group {
-                    Some(group) => format!("through Auto Scaling group {group}"),
-                    None => format!("over {}", d.subnets.join(", ")),
+                let placement = match &d.placement {
+                    Placement::Group { name, .. } => format!("through Auto Scaling group {name}"),
+                    Placement::Subnets(subnets) => format!("over {}", subnets.join(", ")),
                 };
                 println!(
                     "deploy {}: {} x {} {placement}; healthy within {}s, for {}s",
                     d.env,
                     d.count,
-                    d.instance_type,
+                    d.shape.instance_type,
                     d.health_poll.deadline.as_secs(),
                     d.healthy_for.as_secs_f64()
                 );
@@ -521,7 +523,7 @@ pub fn plan(
                 "region": build.region,
                 "build": {
                     "base_image": base,
-                    "instance_type": build.instance_type,
+                    "instance_type": build.shape.instance_type,
                     "timeout_secs": build.provision_poll.deadline.as_secs(),
                     "copy_to_regions": build.copy_to_regions,
                     "share_with": build.share_with,

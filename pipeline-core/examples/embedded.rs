@@ -53,7 +53,7 @@ async fn run(config: &str, env: &str, commit: &str) -> pipeline_core::Result<()>
     // Test -> Built: bake (or reuse) the commit's AMI.
     let built = Release::tested(&config.app, commit)
         .build(
-            &BuildPlan::new(&config),
+            &BuildPlan::new(&config)?,
             BuildPorts {
                 images: &ec2,
                 instances: &ec2,
@@ -72,8 +72,8 @@ async fn run(config: &str, env: &str, commit: &str) -> pipeline_core::Result<()>
     let environment = &config.environments[env];
     let balancer = aws::balancer(&sdk, &environment.load_balancer);
     let groups = environment
-        .auto_scaling_group
-        .as_ref()
+        .placement
+        .group()
         .map(|_| AutoScalingGroups::new(&sdk));
     let deployed = built
         .release

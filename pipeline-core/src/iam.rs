@@ -100,13 +100,14 @@ pub fn policy(config: &Config) -> Vec<Statement> {
 
     let profiles: Vec<&String> = config
         .build
+        .shape
         .instance_profile
         .iter()
         .chain(
             config
                 .environments
                 .values()
-                .filter_map(|e| e.instance_profile.as_ref()),
+                .filter_map(|e| e.shape.instance_profile.as_ref()),
         )
         .collect();
     if !profiles.is_empty() {
@@ -177,10 +178,10 @@ pub fn policy(config: &Config) -> Vec<Statement> {
         });
     }
 
-    let groups: Vec<&String> = config
+    let groups: Vec<&str> = config
         .environments
         .values()
-        .filter_map(|e| e.auto_scaling_group.as_ref())
+        .filter_map(|e| e.placement.group())
         .collect();
     if !groups.is_empty() {
         statements.push(Statement {
@@ -222,7 +223,7 @@ pub fn policy(config: &Config) -> Vec<Statement> {
 
     // The state bucket: locks, queue, ledger and test verdicts.
     let bucket = &config.state.bucket;
-    let prefix = config.state.key_prefix();
+    let prefix = &config.state.key_prefix;
     statements.push(Statement {
         sid: "StateObjects",
         actions: vec!["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
@@ -240,7 +241,7 @@ pub fn policy(config: &Config) -> Vec<Statement> {
     });
 
     if let Some(promote) = &config.promote {
-        let zone = promote.zone_id();
+        let zone = &promote.zone;
         statements.push(Statement {
             sid: "FlipTheRecord",
             actions: vec![

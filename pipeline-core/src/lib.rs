@@ -15,7 +15,7 @@
 //! let ec2 = Ec2::new(&sdk, &config.region);
 //! let release = Release::tested(&config.app, "0123456789abcdef0123456789abcdef01234567".parse()?);
 //! let built = release
-//!     .build(&BuildPlan::new(&config), BuildPorts { images: &ec2, instances: &ec2 },
+//!     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
 //!            &RunId::new(), &Interrupt::on_signals())
 //!     .await?;
 //! println!("{} reused={}", built.release.image().id, built.reused);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::config::{EventKind, WebhookConfig};
+use crate::config::{EventKind, WebhookConfig, WebhookUrl};
 use crate::error::{Error, Result};
 
 /// One event of one stage run.
@@ -133,10 +133,9 @@ impl Notifier {
                     ))
                 })
             };
-            let url = match (&hook.url, &hook.url_env) {
-                (Some(url), _) => url.clone(),
-                (None, Some(name)) => var("url_env", name)?,
-                (None, None) => unreachable!("validated by config"),
+            let url = match &hook.url {
+                WebhookUrl::Literal(url) => url.clone(),
+                WebhookUrl::FromEnv(name) => var("url_env", name)?,
             };
             let parsed = reqwest::Url::parse(&url).map_err(|e| {
                 Error::Input(format!("notify[{i}]: the webhook URL does not parse: {e}"))

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::config::InstanceShape;
 use crate::error::Result;
 use crate::release::Commit;
 
@@ -68,13 +69,79 @@ pub struct Image {
     pub snapshot_ids: Vec<String>,
 }
 
-/// Where an instance is in its lifecycle, as EC2 names it.
+/// An instance's lifecycle state, as EC2 names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Booting.
+    Pending,
+    /// Up (which says nothing of the app on it).
+    Running,
+    /// Powering off, its disk kept.
+    Stopping,
+    /// Powered off, its disk kept (a builder whose script ended).
+    Stopped,
+    /// On its way to terminated.
+    ShuttingDown,
+    /// Gone; EC2 still lists it for a while.
+    Terminated,
+    /// A state this version does not know.
+    Other(String),
+}
+
+impl InstanceState {
+    /// Whether it went or is going down: it will never serve.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self,
+            InstanceState::Stopping
+                | InstanceState::Stopped
+                | InstanceState::ShuttingDown
+                | InstanceState::Terminated
+        )
+    }
+
+    /// EC2's name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Other(name) => name,
+        }
+    }
+}
+
+impl From<&str> for InstanceState {
+    /// Parses EC2's name of the state.
+    fn from(name: &str) -> Self {
+        match name {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            other => InstanceState::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an instance is in its lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
     /// The instance id.
     pub id: String,
-    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down` or `terminated`.
-    pub state: String,
+    /// Its state.
+    pub state: InstanceState,
     /// Why it is in that state, if EC2 says (e.g. `Client.InstanceInitiatedShutdown`).
     pub reason: Option<String>,
     /// Its tags (a task instance reports its verdict in one).
@@ -95,18 +162,12 @@ pub enum ShutdownBehaviour {
 pub struct LaunchSpec {
     /// The AMI to launch.
     pub image_id: String,
-    /// Instance type.
-    pub instance_type: String,
+    /// Type, security groups, profile and key pair.
+    pub shape: InstanceShape,
     /// How many instances.
     pub count: u32,
     /// The subnet, or the default VPC's if `None`.
     pub subnet_id: Option<String>,
-    /// Security groups.
-    pub security_group_ids: Vec<String>,
-    /// Instance profile name.
-    pub instance_profile: Option<String>,
-    /// Key pair name.
-    pub key_name: Option<String>,
     /// User-data (plain text; the adapter encodes it).
     pub user_data: String,
     /// What an OS-initiated shutdown does.
@@ -128,8 +189,8 @@ pub struct AppInstance {
     pub env: String,
     /// When it was launched, in Unix milliseconds.
     pub launched_ms: i64,
-    /// Its EC2 state name.
-    pub state: String,
+    /// Its EC2 state.
+    pub state: InstanceState,
     /// Its `pipeline:commit` tag.
     pub commit: String,
     /// Its `pipeline:run` tag.

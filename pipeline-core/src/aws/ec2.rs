@@ -18,7 +18,7 @@ use base64::Engine;
 use super::sdk_error;
 use crate::error::Result;
 use crate::ports::{
-    AppInstance, Image, ImageState, Images, InstanceStatus, Instances, LaunchSpec,
+    AppInstance, Image, ImageState, Images, InstanceState, InstanceStatus, Instances, LaunchSpec,
     ShutdownBehaviour, Tags, tag,
 };
 use crate::release::Commit;
@@ -273,19 +273,20 @@ impl Instances for Ec2 {
             .client(&self.home)
             .run_instances()
             .image_id(&spec.image_id)
-            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .instance_type(InstanceType::from(spec.shape.instance_type.as_str()))
             .min_count(count)
             .max_count(count)
             .set_subnet_id(spec.subnet_id.clone())
             .set_security_group_ids(
-                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
+                (!spec.shape.security_groups.is_empty())
+                    .then(|| spec.shape.security_groups.clone()),
             )
-            .set_iam_instance_profile(spec.instance_profile.as_ref().map(|name| {
+            .set_iam_instance_profile(spec.shape.instance_profile.as_ref().map(|name| {
                 IamInstanceProfileSpecification::builder()
                     .name(name)
                     .build()
             }))
-            .set_key_name(spec.key_name.clone())
+            .set_key_name(spec.shape.key_name.clone())
             .user_data(user_data)
             .instance_initiated_shutdown_behavior(shutdown)
             .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
@@ -442,12 +443,13 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
         .collect()
 }
 
-fn state_name(instance: &aws_sdk_ec2::types::Instance) -> String {
+fn state_name(instance: &aws_sdk_ec2::types::Instance) -> InstanceState {
     instance
         .state()
         .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .map_or(InstanceState::Other("unknown".into()), |n| {
+            InstanceState::from(n.as_str())
+        })
 }
 
 /// Every instance a DescribeInstances request matches, following pages.

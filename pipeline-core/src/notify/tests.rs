@@ -21,7 +21,7 @@ fn event() -> Event {
 }
 
 fn hook(yaml: &str) -> WebhookConfig {
-    serde_yaml::from_str(yaml).unwrap()
+    crate::config::webhook(yaml)
 }
 
 #[test]

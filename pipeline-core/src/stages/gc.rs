@@ -58,7 +58,7 @@ impl GcPlan {
             groups: config
                 .environments
                 .values()
-                .filter_map(|e| e.auto_scaling_group.clone())
+                .filter_map(|e| e.placement.group().map(str::to_string))
                 .collect(),
             dry_run,
         }

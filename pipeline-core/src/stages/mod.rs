@@ -10,12 +10,13 @@ pub mod build;
 pub mod deploy;
 pub mod gc;
 pub mod promote;
+pub mod settings;
 pub mod status;
 pub mod task;
 pub mod test;
 
 use crate::error::{Error, Result};
-use crate::ports::{InstanceStatus, Instances};
+use crate::ports::{InstanceState, InstanceStatus, Instances};
 use crate::wait::{self, Interrupt, Poll, Progress};
 
 /// How many console lines a failed bake or task shows.
@@ -42,10 +43,10 @@ pub(crate) async fn await_stopped(
         let Some(status) = status else {
             return Ok(Progress::Pending("not yet visible".into()));
         };
-        match status.state.as_str() {
-            "stopped" => Ok(Progress::Done(status)),
-            "shutting-down" | "terminated" => Err(gone(&status)),
-            state => Ok(Progress::Pending(state.to_string())),
+        match status.state {
+            InstanceState::Stopped => Ok(Progress::Done(status)),
+            InstanceState::ShuttingDown | InstanceState::Terminated => Err(gone(&status)),
+            ref state => Ok(Progress::Pending(state.to_string())),
         }
     })
     .await

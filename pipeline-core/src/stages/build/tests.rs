@@ -19,11 +19,13 @@ fn plan() -> BuildPlan {
             owner: "self".into(),
             name: "debian-*".into(),
         },
-        instance_type: "t3.micro".into(),
+        shape: InstanceShape {
+            instance_type: "t3.micro".into(),
+            security_groups: vec!["sg-1".into()],
+            instance_profile: None,
+            key_name: None,
+        },
         subnet: Some("subnet-1".into()),
-        security_groups: vec!["sg-1".into()],
-        instance_profile: None,
-        key_name: None,
         user_data: "#!/bin/sh\npoweroff\n".into(),
         provision_poll: Poll {
             interval: Duration::from_secs(5),
@@ -192,7 +194,7 @@ async fn bakes_with_tags_at_creation_and_terminates_the_builder() {
     assert_eq!(spec.count, 1);
     assert_eq!(spec.shutdown, ShutdownBehaviour::Stop);
     assert_eq!(spec.subnet_id.as_deref(), Some("subnet-1"));
-    assert_eq!(spec.security_group_ids, ["sg-1"]);
+    assert_eq!(spec.shape.security_groups, ["sg-1"]);
     assert_eq!(spec.user_data, plan().user_data);
     assert_eq!(spec.tags[tag::ROLE], tag::ROLE_BUILDER);
     assert_eq!(spec.tags[tag::COMMIT], SHA);

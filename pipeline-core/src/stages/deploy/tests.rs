@@ -4,26 +4,37 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::config::{InstanceShape, TaskWhen};
+use crate::error::Error;
+use crate::ports::{AppInstance, Image, Tags, tag};
 use crate::ports::{
     GroupState, ImageState, InstanceStatus, MockAutoScaling, MockBalancer, MockInstances,
     TargetHealth,
 };
 use crate::release::Tested;
+use crate::stages::task::{self, TaskPlan};
+use crate::wait::Poll;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 type Log = Arc<Mutex<Vec<String>>>;
+
+fn shape() -> InstanceShape {
+    InstanceShape {
+        instance_type: "t3.micro".into(),
+        security_groups: vec![],
+        instance_profile: None,
+        key_name: None,
+    }
+}
 
 fn plan(count: u32) -> DeployPlan {
     DeployPlan {
         app: "shop".into(),
         env: "staging".into(),
         count,
-        instance_type: "t3.micro".into(),
-        subnets: vec!["subnet-a".into(), "subnet-b".into()],
-        security_groups: vec![],
-        instance_profile: None,
-        key_name: None,
+        shape: shape(),
+        placement: Placement::Subnets(vec!["subnet-a".into(), "subnet-b".into()]),
         user_data: "#!/bin/sh\n".into(),
         health_poll: Poll {
             interval: Duration::from_secs(5),
@@ -31,7 +42,6 @@ fn plan(count: u32) -> DeployPlan {
         },
         healthy_for: Duration::ZERO,
         drain_cap: Duration::from_secs(30),
-        auto_scaling_group: None,
         tasks: vec![],
     }
 }
@@ -44,11 +54,8 @@ fn task_plan(name: &str, command: &str, when: TaskWhen) -> TaskPlan {
         name: name.into(),
         command: command.into(),
         when,
-        instance_type: "t3.micro".into(),
+        shape: shape(),
         subnet: Some("subnet-a".into()),
-        security_groups: vec![],
-        instance_profile: None,
-        key_name: None,
         settings: "#!/bin/sh\n".into(),
         poll: Poll {
             interval: Duration::from_secs(5),
@@ -573,7 +580,10 @@ async fn deploy_in_group(
 
 fn group_plan() -> DeployPlan {
     let mut plan = plan(2);
-    plan.auto_scaling_group = Some("shop-asg".into());
+    plan.placement = Placement::Group {
+        name: "shop-asg".into(),
+        subnets: vec![],
+    };
     plan
 }
 

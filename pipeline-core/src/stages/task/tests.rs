@@ -15,11 +15,13 @@ fn plan() -> TaskPlan {
         name: "migrate".into(),
         command: "bin/rails db:migrate".into(),
         when: TaskWhen::BeforeTraffic,
-        instance_type: "t3.small".into(),
+        shape: InstanceShape {
+            instance_type: "t3.small".into(),
+            security_groups: vec!["sg-1".into()],
+            instance_profile: Some("shop-task".into()),
+            key_name: None,
+        },
         subnet: Some("subnet-a".into()),
-        security_groups: vec!["sg-1".into()],
-        instance_profile: Some("shop-task".into()),
-        key_name: None,
         settings: "#!/bin/sh\nmkdir -p /etc/pipeline\n".into(),
         poll: Poll {
             interval: Duration::from_secs(5),
@@ -56,9 +58,9 @@ fn instances(
         assert_eq!(spec.tags[tag::ENV], "prod1");
         assert_eq!(spec.tags[tag::COMMIT], SHA);
         assert_eq!(spec.image_id, "ami-1");
-        assert_eq!(spec.instance_type, "t3.small");
+        assert_eq!(spec.shape.instance_type, "t3.small");
         assert_eq!(spec.subnet_id.as_deref(), Some("subnet-a"));
-        assert_eq!(spec.instance_profile.as_deref(), Some("shop-task"));
+        assert_eq!(spec.shape.instance_profile.as_deref(), Some("shop-task"));
         assert_eq!(spec.shutdown, ShutdownBehaviour::Stop);
         assert!(spec.user_data.contains("bin/rails db:migrate"));
         Ok(vec!["i-task".into()])

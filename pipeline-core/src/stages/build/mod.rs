@@ -8,13 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{BaseImage, Config, PROVISION_FAILED_MARKER};
+pub mod provision;
+
+use crate::config::{BaseImage, Config, InstanceShape};
 use crate::error::{Error, Result};
 use crate::ports::{
     Image, ImageState, Images, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
 };
 use crate::release::{Built, Commit, Release, RunId, Tested, utc_stamp};
 use crate::wait::{self, Interrupt, Poll, Progress};
+use provision::PROVISION_FAILED_MARKER;
 
 /// Everything the build stage needs, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +28,10 @@ pub struct BuildPlan {
     pub region: String,
     /// Where the base image comes from.
     pub base_image: BaseImage,
-    /// The builder's instance type.
-    pub instance_type: String,
-    /// The builder's subnet.
+    /// What the builder is made of.
+    pub shape: InstanceShape,
+    /// Where the builder runs (`None`: the default VPC).
     pub subnet: Option<String>,
-    /// The builder's security groups.
-    pub security_groups: Vec<String>,
-    /// The builder's instance profile.
-    pub instance_profile: Option<String>,
-    /// The builder's key pair.
-    pub key_name: Option<String>,
     /// The wrapped provisioning script.
     pub user_data: String,
     /// Polling for the builder to power off.
@@ -48,19 +45,17 @@ pub struct BuildPlan {
 }
 
 impl BuildPlan {
-    /// The plan for a loaded (and so validated) config.
-    pub fn new(config: &Config) -> Self {
+    /// The plan for a loaded config; a provisioning script the wrapper
+    /// cannot carry is bad input.
+    pub fn new(config: &Config) -> Result<Self> {
         let b = &config.build;
-        BuildPlan {
+        Ok(BuildPlan {
             app: config.app.clone(),
             region: config.region.clone(),
             base_image: b.base_image.clone(),
-            instance_type: b.instance_type.clone(),
+            shape: b.shape.clone(),
             subnet: b.subnet.clone(),
-            security_groups: b.security_groups.clone(),
-            instance_profile: b.instance_profile.clone(),
-            key_name: b.key_name.clone(),
-            user_data: config.builder_user_data(),
+            user_data: provision::wrap(&b.provision)?,
             provision_poll: Poll {
                 interval: b.poll_interval,
                 deadline: b.timeout,
@@ -71,7 +66,7 @@ impl BuildPlan {
             },
             copy_to_regions: b.copy_to_regions.clone(),
             share_with: b.share_with.clone(),
-        }
+        })
     }
 }
 
@@ -113,7 +108,7 @@ impl Release<Tested> {
     /// let ec2 = Ec2::new(&sdk, &config.region);
     /// let commit = "0123456789abcdef0123456789abcdef01234567".parse()?;
     /// let built = Release::tested(&config.app, commit)
-    ///     .build(&BuildPlan::new(&config), BuildPorts { images: &ec2, instances: &ec2 },
+    ///     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
     ///            &RunId::new(), &Interrupt::on_signals())
     ///     .await?;
     /// println!("{}", built.release.image().id);
@@ -262,12 +257,9 @@ impl Bake<'_> {
         );
         let spec = LaunchSpec {
             image_id: base.id.clone(),
-            instance_type: self.plan.instance_type.clone(),
+            shape: self.plan.shape.clone(),
             count: 1,
             subnet_id: self.plan.subnet.clone(),
-            security_group_ids: self.plan.security_groups.clone(),
-            instance_profile: self.plan.instance_profile.clone(),
-            key_name: self.plan.key_name.clone(),
             user_data: self.plan.user_data.clone(),
             shutdown: ShutdownBehaviour::Stop,
             tags: self.tagged(tag::ROLE_BUILDER, &format!("{}-builder", name)),

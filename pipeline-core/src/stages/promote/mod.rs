@@ -58,8 +58,8 @@ impl PromotePlan {
         let needed = |slot: &String| config.environments[slot].count.max(p.min_healthy);
         Ok(PromotePlan {
             app: config.app.clone(),
-            zone: p.zone_id().to_string(),
-            record: p.record.trim_end_matches('.').to_string(),
+            zone: p.zone.clone(),
+            record: p.record.clone(),
             record_type: p.record_type,
             ttl: p.ttl,
             slots: p.slots.clone(),

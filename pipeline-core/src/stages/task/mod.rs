@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, TaskWhen};
+use crate::config::{Config, InstanceShape, TaskWhen};
 use crate::error::{Error, Result};
 use crate::ports::{Image, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag};
 use crate::release::{Commit, RunId};
@@ -43,16 +43,11 @@ pub struct TaskPlan {
     pub command: String,
     /// When a deploy runs it.
     pub when: TaskWhen,
-    /// Instance type of the task instance.
-    pub instance_type: String,
+    /// What the task instance is made of (the environment's shape, with
+    /// the task's own instance type if it has one).
+    pub shape: InstanceShape,
     /// The subnet to launch in (the environment's first), or the default VPC's.
     pub subnet: Option<String>,
-    /// Security groups (the environment's).
-    pub security_groups: Vec<String>,
-    /// Instance profile (the environment's).
-    pub instance_profile: Option<String>,
-    /// Key pair (the environment's).
-    pub key_name: Option<String>,
     /// The environment's settings as user-data, which the task script follows.
     pub settings: String,
     /// Polling until the task instance powers off, with the task's deadline.
@@ -72,15 +67,9 @@ impl TaskPlan {
                 name: name.clone(),
                 command: t.command.clone(),
                 when: t.when,
-                instance_type: t
-                    .instance_type
-                    .clone()
-                    .unwrap_or_else(|| e.instance_type.clone()),
-                subnet: e.subnets.first().cloned(),
-                security_groups: e.security_groups.clone(),
-                instance_profile: e.instance_profile.clone(),
-                key_name: e.key_name.clone(),
-                settings: e.user_data(&config.app, env),
+                shape: t.shape.clone(),
+                subnet: e.placement.task_subnet().map(str::to_string),
+                settings: super::settings::user_data(&config.app, env, &e.settings),
                 poll: Poll {
                     interval: e.poll_interval,
                     deadline: t.timeout,
@@ -181,12 +170,9 @@ pub async fn run(
     ]);
     let spec = LaunchSpec {
         image_id: image.id.clone(),
-        instance_type: plan.instance_type.clone(),
+        shape: plan.shape.clone(),
         count: 1,
         subnet_id: plan.subnet.clone(),
-        security_group_ids: plan.security_groups.clone(),
-        instance_profile: plan.instance_profile.clone(),
-        key_name: plan.key_name.clone(),
         user_data: plan.user_data(),
         shutdown: ShutdownBehaviour::Stop,
         tags,

@@ -1,0 +1,232 @@
+//! The `build` section: how the commit's AMI is baked.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::check::{self, Checked};
+use super::duration::{DurationText, duration};
+use super::shape::{InstanceShape, default_instance_type};
+
+/// `build` as written.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "BuildConfig")]
+pub(super) struct RawBuild {
+    /// The image the builder starts from.
+    base_image: BaseImage,
+    /// The builder's instance type.
+    #[serde(default = "default_instance_type")]
+    instance_type: String,
+    /// The subnet the builder runs in; the account's default VPC if unset.
+    #[serde(default)]
+    subnet: Option<String>,
+    /// Security groups for the builder.
+    #[serde(default)]
+    security_groups: Vec<String>,
+    /// Instance profile (name) for the builder, if provisioning needs AWS access.
+    #[serde(default)]
+    instance_profile: Option<String>,
+    /// EC2 key pair for the builder, for debugging a bake by hand.
+    #[serde(default)]
+    key_name: Option<String>,
+    /// The provisioning script, inline. Exactly one of `provision` and `provision_file`.
+    #[serde(default)]
+    provision: Option<String>,
+    /// The provisioning script, as a path relative to the config file.
+    #[serde(default)]
+    provision_file: Option<PathBuf>,
+    /// How long provisioning may take until the builder has powered off.
+    #[serde(default = "default_build_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    timeout: Duration,
+    /// How long CreateImage (and each copy) may take until the AMI is available.
+    #[serde(default = "default_image_timeout", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    image_timeout: Duration,
+    /// How often waits poll AWS.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    #[schemars(with = "DurationText")]
+    poll_interval: Duration,
+    /// Other regions to copy the AMI to (tags carried).
+    #[serde(default)]
+    copy_to_regions: Vec<String>,
+    /// AWS account ids granted launch permission on the AMI (and its copies).
+    #[serde(default)]
+    share_with: Vec<String>,
+}
+
+/// How the commit's AMI is baked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// What the builder boots, and so what the AMI is made on top of.
+    pub base_image: BaseImage,
+    /// The builder's shape: a bigger one bakes faster.
+    pub shape: InstanceShape,
+    /// Where the builder runs (it needs a way out to fetch packages);
+    /// `None`: the default VPC.
+    pub subnet: Option<String>,
+    /// The provisioning script's text (read from `provision_file` if that
+    /// is how it was given): what makes the base image the app's image.
+    pub provision: String,
+    /// How long the script may take to run and power the builder off.
+    pub timeout: Duration,
+    /// How long CreateImage, and each copy, may take.
+    pub image_timeout: Duration,
+    /// How often the bake's waits look again.
+    pub poll_interval: Duration,
+    /// Regions that launch the same AMI (environments there, disaster recovery).
+    pub copy_to_regions: Vec<String>,
+    /// Accounts that launch the same AMI (a production account apart from
+    /// the build account).
+    pub share_with: Vec<String>,
+}
+
+/// Where the builder's base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(try_from = "RawBaseImage")]
+pub enum BaseImage {
+    /// A fixed AMI id.
+    Id {
+        /// The AMI id, `ami-...`.
+        id: String,
+    },
+    /// The newest available image of `owner` whose name matches `name`.
+    Lookup {
+        /// An account id, `self`, or an alias such as `amazon`.
+        owner: String,
+        /// A name pattern; `*` and `?` are wildcards, as in DescribeImages.
+        name: String,
+    },
+}
+
+/// `base_image` as written: `id`, or `owner` and `name`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawBaseImage {
+    id: Option<String>,
+    owner: Option<String>,
+    name: Option<String>,
+}
+
+impl TryFrom<RawBaseImage> for BaseImage {
+    type Error = String;
+
+    fn try_from(raw: RawBaseImage) -> Result<Self, String> {
+        match raw {
+            RawBaseImage {
+                id: Some(id),
+                owner: None,
+                name: None,
+            } => Ok(BaseImage::Id { id }),
+            RawBaseImage {
+                id: None,
+                owner: Some(owner),
+                name: Some(name),
+            } => Ok(BaseImage::Lookup { owner, name }),
+            _ => Err("base_image: give `id: ami-...`, or both `owner` and `name` to look up the newest match".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for BaseImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseImage::Id { id } => f.write_str(id),
+            BaseImage::Lookup { owner, name } => write!(f, "newest of {owner} named {name}"),
+        }
+    }
+}
+
+fn default_build_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_image_timeout() -> Duration {
+    Duration::from_secs(45 * 60)
+}
+
+pub(super) fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl RawBuild {
+    /// Checks the section; a `provision_file` is read relative to `dir`.
+    pub(super) fn check(self, dir: &Path) -> Checked<BuildConfig> {
+        match &self.base_image {
+            BaseImage::Id { id } => check::prefixed("build.base_image.id", id, "ami-")?,
+            BaseImage::Lookup { owner, name } => {
+                if owner.trim().is_empty() || name.trim().is_empty() {
+                    return Err(
+                        "build.base_image: give `id: ami-...`, or `owner` and `name` to look it up"
+                            .into(),
+                    );
+                }
+            }
+        }
+        let shape = InstanceShape::check(
+            "build",
+            self.instance_type,
+            self.security_groups,
+            self.instance_profile,
+            self.key_name,
+        )?;
+        if let Some(subnet) = &self.subnet {
+            check::prefixed("build.subnet", subnet, "subnet-")?;
+        }
+        let provision = match (self.provision, self.provision_file) {
+            (Some(_), Some(_)) => {
+                return Err("build: give either `provision` or `provision_file`, not both".into());
+            }
+            (None, None) => {
+                return Err("build.provision: missing; give the provisioning script inline, or `provision_file`".into());
+            }
+            (Some(script), None) => script,
+            (None, Some(file)) => {
+                let file = dir.join(file);
+                std::fs::read_to_string(&file).map_err(|e| {
+                    format!("build.provision_file: cannot read {}: {e}", file.display())
+                })?
+            }
+        };
+        if !provision.starts_with("#!") {
+            return Err(
+                "build.provision: the script must start with a shebang line such as #!/bin/bash"
+                    .into(),
+            );
+        }
+        for (key, value) in [
+            ("build.timeout", self.timeout),
+            ("build.image_timeout", self.image_timeout),
+            ("build.poll_interval", self.poll_interval),
+        ] {
+            check::positive(key, value)?;
+        }
+        if self.poll_interval > self.timeout {
+            return Err("build.poll_interval: must be shorter than build.timeout".into());
+        }
+        for region in &self.copy_to_regions {
+            check::region("build.copy_to_regions", region)?;
+        }
+        for account in &self.share_with {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "build.share_with: {account:?} is not a 12-digit AWS account id"
+                ));
+            }
+        }
+        Ok(BuildConfig {
+            base_image: self.base_image,
+            shape,
+            subnet: self.subnet,
+            provision,
+            timeout: self.timeout,
+            image_timeout: self.image_timeout,
+            poll_interval: self.poll_interval,
+            copy_to_regions: self.copy_to_regions,
+            share_with: self.share_with,
+        })
+    }
+}

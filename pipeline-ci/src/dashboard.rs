@@ -3,9 +3,7 @@
 //! and the last ledger events. No script, no external asset: one file CI
 //! can publish as an artifact.
 
-use pipeline_core::ledger::Entry;
-use pipeline_core::stages::promote::Live;
-use pipeline_core::stages::status::EnvStatus;
+use pipeline_core::session::StatusReport;
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -20,14 +18,14 @@ fn short(commit: &str) -> &str {
 }
 
 /// The page.
-pub fn render(
-    app: &str,
-    record: Option<&str>,
-    live: Option<&Live>,
-    envs: &[EnvStatus],
-    events: &[Entry],
-) -> String {
-    let live_slot = live.and_then(|l| l.slot.as_deref());
+pub fn render(status: &StatusReport) -> String {
+    let (app, record, envs, events) = (
+        status.app.as_str(),
+        status.record.as_deref(),
+        &status.environments,
+        &status.recent,
+    );
+    let live_slot = status.live.as_deref();
     let live_env = envs.iter().find(|e| Some(e.name.as_str()) == live_slot);
     let headline = match (record, live_slot, live_env) {
         (Some(record), Some(slot), Some(env)) => format!(
@@ -90,10 +88,10 @@ pub fn render(
         rows.push_str(&format!(
             "<tr class=\"{outcome}\"><td>{finished}</td><td>{stage}</td><td>{env}</td><td><code>{commit}</code></td><td>{outcome}</td><td>{actor}</td><td>{detail}</td></tr>\n",
             finished = esc(&e.finished),
-            stage = esc(&e.stage),
+            stage = e.stage,
             env = esc(e.env.as_deref().unwrap_or("")),
             commit = esc(e.commit.as_deref().map(short).unwrap_or("")),
-            outcome = esc(&e.outcome),
+            outcome = e.outcome,
             actor = esc(e.actor.as_deref().unwrap_or("")),
             detail = esc(e.error.as_deref().or(e.note.as_deref()).or(e.ami.as_deref()).unwrap_or("")),
         ));

@@ -51,7 +51,7 @@ async fn run(config: &str, env: &str, commit: &str) -> pipeline_core::Result<()>
     let interrupt = Interrupt::on_signals();
 
     // Test -> Built: bake (or reuse) the commit's AMI.
-    let built = Release::tested(&config.app, commit)
+    let built = Release::vouched(&config.app, commit)
         .build(
             &BuildPlan::new(&config)?,
             BuildPorts {

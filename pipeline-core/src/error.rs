@@ -135,6 +135,18 @@ pub enum ErrorKind {
     Locked,
 }
 
+impl ErrorKind {
+    /// The exit code the CLI contract gives it: 2 bad input, 1 failed
+    /// safely, 3 locked.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadInput => 2,
+            ErrorKind::Failed => 1,
+            ErrorKind::Locked => 3,
+        }
+    }
+}
+
 impl Error {
     /// Sorts the error into an [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {

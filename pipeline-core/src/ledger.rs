@@ -15,14 +15,69 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ports::StateStore;
-use crate::release::Commit;
+use crate::release::{Commit, Release, Tested};
+use crate::run::Stage;
+
+/// How a stage run ended, as the ledger records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A build, deploy, task, gc or unlock did its work.
+    #[serde(rename = "succeeded")]
+    Succeeded,
+    /// The run failed, and left things safe.
+    #[serde(rename = "failed")]
+    Failed,
+    /// The tests passed: the commit may be built.
+    #[serde(rename = "passed")]
+    Passed,
+    /// A newer deploy queued behind this one, which gave way.
+    #[serde(rename = "superseded")]
+    Superseded,
+    /// Promote moved traffic.
+    #[serde(rename = "promoted")]
+    Promoted,
+    /// Rollback moved traffic back.
+    #[serde(rename = "rolled_back")]
+    RolledBack,
+    /// Promote found the slot live already: nothing changed.
+    #[serde(rename = "unchanged")]
+    Unchanged,
+    /// gc with `--dry-run`: nothing removed.
+    #[serde(rename = "dry-run")]
+    DryRun,
+    /// The run took over an expired lock (`env` names it, `note` its dead holder).
+    #[serde(rename = "lock-takeover")]
+    LockTakeover,
+}
+
+impl Outcome {
+    /// Its name in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Passed => "passed",
+            Outcome::Superseded => "superseded",
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Unchanged => "unchanged",
+            Outcome::DryRun => "dry-run",
+            Outcome::LockTakeover => "lock-takeover",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One ledger entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// `test`, `build`, `deploy`, `task`, `promote`, `rollback`, `gc` or
-    /// `unlock`.
-    pub stage: String,
+    /// The stage that ran.
+    pub stage: Stage,
     /// The environment (or slot, or lock scope), if any.
     pub env: Option<String>,
     /// The full commit SHA, if any.
@@ -32,18 +87,17 @@ pub struct Entry {
     /// The instances the run launched (or, for gc, what it removed).
     #[serde(default)]
     pub instances: Vec<String>,
-    /// Who started it (the CI's user variable, else the OS user).
+    /// Who started it (the CI's user variable, else the OS user): the
+    /// audit's "who".
     pub actor: Option<String>,
-    /// The CI job's URL.
+    /// The CI job, for its logs.
     pub job_url: Option<String>,
     /// When it started (RFC 3339, UTC).
     pub started: String,
     /// When it finished (RFC 3339, UTC).
     pub finished: String,
-    /// `succeeded`, `failed`, `passed`, `superseded`, `promoted`,
-    /// `rolled_back`, `dry-run`, or `lock-takeover` (the run took over an
-    /// expired lock; `env` names it and `note` its dead holder).
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: Outcome,
     /// The error, if it failed.
     pub error: Option<String>,
     /// The run id.
@@ -114,7 +168,7 @@ impl Ledger {
         );
         let body = serde_json::to_vec_pretty(entry).expect("an entry serializes");
         self.store.put(&key, &body).await?;
-        if entry.stage == "test"
+        if entry.stage == Stage::Test
             && let Some(commit) = &entry.commit
         {
             let verdict = format!("tests/{}/{commit}.json", self.app);
@@ -148,8 +202,9 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The test gate: the commit's latest test verdict must be `passed`.
-    pub async fn test_gate(&self, commit: &Commit) -> Result<Entry> {
+    /// The test gate: the commit's latest test verdict must be `passed`;
+    /// then the commit is a release that may be built.
+    pub async fn test_gate(&self, commit: Commit) -> Result<Release<Tested>> {
         let key = format!("tests/{}/{commit}.json", self.app);
         let verdict = self
             .store
@@ -157,7 +212,14 @@ impl Ledger {
             .await?
             .and_then(|s| serde_json::from_slice::<Entry>(&s.body).ok());
         match verdict {
-            Some(entry) if entry.outcome == "passed" => Ok(entry),
+            Some(entry) if entry.outcome == Outcome::Passed => {
+                tracing::info!(
+                    "test gate: {commit} passed its tests ({} run {})",
+                    entry.actor.as_deref().unwrap_or("?"),
+                    entry.run
+                );
+                Ok(Release::vouched(&self.app, commit))
+            }
             _ => Err(Error::Untested {
                 commit: commit.to_string(),
             }),

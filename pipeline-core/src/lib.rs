@@ -13,7 +13,7 @@
 //! let config = Config::load("pipeline.yaml".as_ref())?; // validated: no AWS call yet
 //! let sdk = aws_config::load_from_env().await;
 //! let ec2 = Ec2::new(&sdk, &config.region);
-//! let release = Release::tested(&config.app, "0123456789abcdef0123456789abcdef01234567".parse()?);
+//! let release = Release::vouched(&config.app, "0123456789abcdef0123456789abcdef01234567".parse()?);
 //! let built = release
 //!     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
 //!            &RunId::new(), &Interrupt::on_signals())
@@ -52,6 +52,7 @@ pub mod ports;
 pub mod recovery;
 pub mod release;
 pub mod run;
+pub mod session;
 pub mod stages;
 pub mod wait;
 

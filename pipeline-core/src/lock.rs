@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::ports::{StateStore, Written};
 use crate::release::short_commit;
+use crate::run::Stage;
 use crate::wait::Interrupt;
 
 /// How locks are held and waited for.
@@ -40,6 +41,16 @@ pub struct LockPlan {
 }
 
 impl LockPlan {
+    /// Locks that live `ttl` without a heartbeat, waited for up to `wait`,
+    /// looked at again every twelfth of `ttl` (within 250 ms to 5 s).
+    pub fn new(ttl: Duration, wait: Duration) -> LockPlan {
+        LockPlan {
+            ttl,
+            wait,
+            poll: (ttl / 12).clamp(Duration::from_millis(250), Duration::from_secs(5)),
+        }
+    }
+
     /// The heartbeat interval: a quarter of the lifetime.
     pub fn heartbeat(&self) -> Duration {
         self.ttl / 4
@@ -52,7 +63,7 @@ pub struct Holder {
     /// The run id.
     pub run: String,
     /// The stage it runs.
-    pub stage: String,
+    pub stage: Stage,
     /// The commit, if the stage has one.
     pub commit: Option<String>,
     /// Who started it.
@@ -99,7 +110,7 @@ impl Holder {
     }
 }
 
-/// What [`acquire`] got.
+/// What [`Claim::acquire_queued`] got.
 #[derive(Debug)]
 pub enum Acquired {
     /// The lock is ours until [`Lock::release`].
@@ -141,133 +152,219 @@ pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Takes the lock of `scope` for `me` (whose `expires_ms` is set here),
-/// waiting up to `plan.wait`; with `queue`, a newer queued run supersedes
-/// this one. A lock still held when the wait ends is [`Error::Locked`].
-pub async fn acquire(
+/// One run's claim on one lock: what it writes, where, and how long it waits.
+pub struct Claim<'a> {
     store: Arc<dyn StateStore>,
-    app: &str,
-    scope: &str,
-    me: &Holder,
-    plan: &LockPlan,
-    queue: bool,
-    interrupt: &Interrupt,
-) -> Result<Acquired> {
-    let key = lock_key(app, scope);
-    let deadline = Instant::now() + plan.wait;
-    let mut queued: Option<(String, Instant)> = None;
-    let result = loop {
-        if let Err(e) = interrupt.check() {
-            break Err(e);
-        }
-        let mut record = me.clone();
-        let body = record.renewed(plan.ttl);
-        if let Written::Done(etag) = store.put_new(&key, &body).await? {
-            break Ok(Acquired::Held(Lock::start(
-                store.clone(),
-                key,
-                etag,
-                record,
-                None,
-                plan,
-            )));
-        }
-        let Some(current) = store.get(&key).await? else {
-            continue; // released between the two calls: try again at once
-        };
-        let holder: Holder = serde_json::from_slice(&current.body).map_err(|e| {
-            Error::Input(format!(
-                "the lock {key} in the state bucket is not a pipeline lock ({e}); remove it with `pipeline unlock`"
-            ))
-        })?;
-        if holder.expired(now_ms()) {
-            match store.put_if(&key, &body, &current.etag).await? {
-                Written::Done(etag) => {
-                    tracing::warn!(
-                        "took over the expired lock of {scope} from {}",
-                        holder.describe()
-                    );
-                    break Ok(Acquired::Held(Lock::start(
-                        store.clone(),
-                        key,
-                        etag,
-                        record,
-                        Some(holder),
-                        plan,
-                    )));
-                }
-                Written::Refused => continue, // another run took it over first
-            }
-        }
-        if queue && !plan.wait.is_zero() {
-            let renew = queued
-                .as_ref()
-                .is_none_or(|(_, at)| at.elapsed() >= plan.heartbeat());
-            if renew {
-                let entry = match &queued {
-                    Some((entry, _)) => entry.clone(),
-                    None => format!(
-                        "{}{}_{}",
-                        queue_prefix(app, scope),
-                        crate::ledger::stamp_ms(now_ms()),
-                        me.run
-                    ),
-                };
-                store.put(&entry, &body).await?;
-                queued = Some((entry, Instant::now()));
-            }
-            if let Some((mine, _)) = &queued
-                && let Some(newer) = newer_in_queue(&*store, app, scope, mine, plan).await?
-            {
-                break Ok(Acquired::Superseded(newer));
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break Err(Error::Locked {
-                scope: scope.to_string(),
-                holder: holder.describe(),
-                expires_in: Duration::from_millis((holder.expires_ms - now_ms()).max(0) as u64),
-            });
-        }
-        if queued.is_none() {
-            tracing::info!("{scope} is locked by {}; waiting", holder.describe());
-        }
-        let nap = plan.poll.min(deadline - now);
-        tokio::select! {
-            _ = tokio::time::sleep(nap) => {}
-            _ = interrupt.fired_wait() => {}
-        }
-    };
-    if let Some((entry, _)) = queued
-        && let Err(e) = store.delete(&entry).await
-    {
-        tracing::warn!("could not remove queue entry {entry}: {e}");
-    }
-    result
+    app: &'a str,
+    scope: &'a str,
+    key: String,
+    me: &'a Holder,
+    plan: &'a LockPlan,
 }
 
-/// The newest live entry queued after `mine`, if any.
-async fn newer_in_queue(
-    store: &dyn StateStore,
-    app: &str,
-    scope: &str,
-    mine: &str,
-    plan: &LockPlan,
-) -> Result<Option<Holder>> {
-    let alive_since = now_ms() - plan.ttl.as_millis() as i64;
-    let newest = store
-        .list(&queue_prefix(app, scope))
-        .await?
-        .into_iter()
-        .rfind(|e| e.key.as_str() > mine && e.modified_ms >= alive_since);
-    let Some(entry) = newest else {
-        return Ok(None);
-    };
-    Ok(store
-        .get(&entry.key)
-        .await?
-        .and_then(|stored| Holder::from_body(&stored.body)))
+/// What one attempt at a lock found.
+enum Attempt {
+    /// The lock is ours.
+    Held(Lock),
+    /// Another live run holds it.
+    Busy(Holder),
+    /// It changed between two calls (released, or taken over by a third
+    /// run first): look again at once.
+    Again,
+}
+
+/// This run's entry in a lock's queue, renewed like a lock.
+struct QueueEntry {
+    key: String,
+    written: Instant,
+}
+
+impl<'a> Claim<'a> {
+    /// `me`'s claim on the lock of `scope` (an environment's name, `gc`, ...).
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        app: &'a str,
+        scope: &'a str,
+        me: &'a Holder,
+        plan: &'a LockPlan,
+    ) -> Claim<'a> {
+        Claim {
+            store,
+            app,
+            scope,
+            key: lock_key(app, scope),
+            me,
+            plan,
+        }
+    }
+
+    /// Takes the lock, waiting up to the plan's `wait` for its holder; a
+    /// lock still held then is [`Error::Locked`].
+    pub async fn acquire(self, interrupt: &Interrupt) -> Result<Lock> {
+        match self.wait(None, interrupt).await? {
+            Acquired::Held(lock) => Ok(lock),
+            Acquired::Superseded(_) => unreachable!("only a queued claim is superseded"),
+        }
+    }
+
+    /// [`Claim::acquire`], waiting in the lock's queue: a newer run queued
+    /// behind this one supersedes it. With no wait there is no queue.
+    pub async fn acquire_queued(self, interrupt: &Interrupt) -> Result<Acquired> {
+        if self.plan.wait.is_zero() {
+            return self.wait(None, interrupt).await;
+        }
+        let mut entry = None;
+        let result = self.wait(Some(&mut entry), interrupt).await;
+        if let Some(entry) = entry
+            && let Err(e) = self.store.delete(&entry.key).await
+        {
+            tracing::warn!("could not remove queue entry {}: {e}", entry.key);
+        }
+        result
+    }
+
+    async fn wait(
+        &self,
+        mut queue: Option<&mut Option<QueueEntry>>,
+        interrupt: &Interrupt,
+    ) -> Result<Acquired> {
+        let deadline = Instant::now() + self.plan.wait;
+        let mut last_holder: Option<String> = None;
+        loop {
+            interrupt.check()?;
+            let holder = match self.take().await? {
+                Attempt::Held(lock) => return Ok(Acquired::Held(lock)),
+                Attempt::Again => continue,
+                Attempt::Busy(holder) => holder,
+            };
+            if let Some(entry) = queue.as_deref_mut()
+                && let Some(newer) = self.queue_tick(entry).await?
+            {
+                return Ok(Acquired::Superseded(newer));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Locked {
+                    scope: self.scope.to_string(),
+                    holder: holder.describe(),
+                    expires_in: Duration::from_millis((holder.expires_ms - now_ms()).max(0) as u64),
+                });
+            }
+            if last_holder.as_deref() != Some(holder.run.as_str()) {
+                tracing::info!(
+                    "{} is locked by {}; waiting up to {}s",
+                    self.scope,
+                    holder.describe(),
+                    (deadline - now).as_secs()
+                );
+                last_holder = Some(holder.run.clone());
+            }
+            let nap = self.plan.poll.min(deadline - now);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = interrupt.fired_wait() => {}
+            }
+        }
+    }
+
+    /// One attempt: a new lock (`If-None-Match: *`), else the holder, whose
+    /// lock is taken over if it expired.
+    async fn take(&self) -> Result<Attempt> {
+        let mut record = self.me.clone();
+        let body = record.renewed(self.plan.ttl);
+        if let Written::Done(etag) = self.store.put_new(&self.key, &body).await? {
+            return Ok(Attempt::Held(self.hold(etag, record, None)));
+        }
+        let Some(current) = self.store.get(&self.key).await? else {
+            return Ok(Attempt::Again);
+        };
+        let holder = Holder::from_body(&current.body).ok_or_else(|| {
+            Error::Input(format!(
+                "the lock {} in the state bucket is not a pipeline lock; remove it with `pipeline unlock --env {}`",
+                self.key, self.scope
+            ))
+        })?;
+        if !holder.expired(now_ms()) {
+            return Ok(Attempt::Busy(holder));
+        }
+        self.take_over(&current.etag, holder, record, &body).await
+    }
+
+    /// Takes over the expired lock of `holder` with `If-Match` on the ETag
+    /// read, so of two runs trying only one succeeds.
+    async fn take_over(
+        &self,
+        etag: &str,
+        holder: Holder,
+        record: Holder,
+        body: &[u8],
+    ) -> Result<Attempt> {
+        match self.store.put_if(&self.key, body, etag).await? {
+            Written::Done(etag) => {
+                tracing::warn!(
+                    "took over the expired lock of {} from {}",
+                    self.scope,
+                    holder.describe()
+                );
+                Ok(Attempt::Held(self.hold(etag, record, Some(holder))))
+            }
+            Written::Refused => Ok(Attempt::Again),
+        }
+    }
+
+    /// Writes (or renews, every heartbeat) this run's queue entry, then
+    /// returns the newest live entry queued after it, if any.
+    async fn queue_tick(&self, entry: &mut Option<QueueEntry>) -> Result<Option<Holder>> {
+        let due = entry
+            .as_ref()
+            .is_none_or(|e| e.written.elapsed() >= self.plan.heartbeat());
+        if due {
+            let key = match entry.take() {
+                Some(e) => e.key,
+                None => format!(
+                    "{}{}_{}",
+                    queue_prefix(self.app, self.scope),
+                    crate::ledger::stamp_ms(now_ms()),
+                    self.me.run
+                ),
+            };
+            let mut record = self.me.clone();
+            self.store.put(&key, &record.renewed(self.plan.ttl)).await?;
+            *entry = Some(QueueEntry {
+                key,
+                written: Instant::now(),
+            });
+        }
+        let Some(mine) = entry.as_ref().map(|e| e.key.as_str()) else {
+            return Ok(None);
+        };
+        let alive_since = now_ms() - self.plan.ttl.as_millis() as i64;
+        let newest = self
+            .store
+            .list(&queue_prefix(self.app, self.scope))
+            .await?
+            .into_iter()
+            .rfind(|e| e.key.as_str() > mine && e.modified_ms >= alive_since);
+        let Some(newer) = newest else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get(&newer.key)
+            .await?
+            .and_then(|stored| Holder::from_body(&stored.body)))
+    }
+
+    fn hold(&self, etag: String, record: Holder, took_over: Option<Holder>) -> Lock {
+        Lock::start(
+            self.store.clone(),
+            self.key.clone(),
+            etag,
+            record,
+            took_over,
+            self.plan,
+        )
+    }
 }
 
 impl Lock {
@@ -355,3 +452,6 @@ pub async fn unlock(store: &dyn StateStore, app: &str, scope: &str) -> Result<Op
     store.delete(&key).await?;
     Ok(Holder::from_body(&current.body))
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{EventKind, WebhookConfig, WebhookUrl};
 use crate::error::{Error, Result};
+use crate::run::Stage;
 
 /// One event of one stage run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,8 +27,8 @@ pub struct Event {
     pub event: EventKind,
     /// The app.
     pub app: String,
-    /// The stage: `test`, `build`, `deploy`, `task`, `promote` or `rollback`.
-    pub stage: String,
+    /// The stage.
+    pub stage: Stage,
     /// The environment (or slot), if the stage has one.
     pub env: Option<String>,
     /// The full commit SHA, if known.
@@ -60,7 +61,11 @@ impl Event {
             text.push_str(&format!(" ({ami})"));
         }
         if let Some(env) = &self.env {
-            let to = if self.stage == "task" { "in" } else { "to" };
+            let to = if self.stage == Stage::Task {
+                "in"
+            } else {
+                "to"
+            };
             text.push_str(&format!(" {to} {env}"));
         }
         text.push(' ');

@@ -1,8 +1,18 @@
 //! Release identities and the typed release.
 //!
 //! A [`Commit`] is a full 40-hex SHA, a [`RunId`] names one run of one stage,
-//! and [`Release<S>`] is a commit moving through the stages: it can only be
-//! built once [`Tested`], and each transition consumes the previous state.
+//! and [`Release<S>`] is a commit moving through the stages, each consuming
+//! the state before it:
+//!
+//! - [`Tested`]: what `build` takes. Made by a passing `pipeline test`
+//!   ([`crate::stages::test::TestOutcome::release`]), by the test gate
+//!   (the ledger's passing verdict, [`crate::ledger::Ledger::test_gate`]),
+//!   or by a caller who vouches for the commit ([`Release::vouched`]).
+//! - [`Built`]: what `deploy` and `task` take; made by `build`, or found
+//!   in AWS by its tags ([`Release::find`], [`Release::from_image`]).
+//! - [`Deployed`]: what `promote` and `rollback` take: made by `deploy`, or
+//!   found serving in a slot by the traffic guard
+//!   ([`crate::stages::promote::serving`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -115,8 +125,8 @@ pub struct Built {
 #[derive(Debug, Clone)]
 pub struct Deployed {
     /// The AMI it runs on.
-    pub image: Image,
-    /// The environment.
+    pub ami: String,
+    /// The environment it serves in.
     pub env: String,
     /// The instances serving it.
     pub instances: Vec<String>,
@@ -148,11 +158,10 @@ impl<S> Release<S> {
 }
 
 impl Release<Tested> {
-    /// A release of `commit` that may be built.
-    ///
-    /// `pipeline test` produces one when the test command passes; a library
-    /// user who ran the tests elsewhere creates it directly.
-    pub fn tested(app: impl Into<String>, commit: Commit) -> Self {
+    /// A release of `commit` that may be built, on the caller's word that
+    /// it passed its tests (a library user who ran them elsewhere, or
+    /// `build --skip-test-gate`, which the ledger records).
+    pub fn vouched(app: impl Into<String>, commit: Commit) -> Self {
         Release {
             app: app.into(),
             commit,
@@ -182,7 +191,7 @@ impl Release<Built> {
             app: self.app,
             commit: self.commit,
             state: Deployed {
-                image: self.state.image,
+                ami: self.state.image.id,
                 env,
                 instances,
             },
@@ -225,7 +234,7 @@ impl Release<Built> {
             .cloned()
             .unwrap_or_default()
             .parse()?;
-        Ok(Release::tested(app, commit).into_built(image))
+        Ok(Release::vouched(app, commit).into_built(image))
     }
 
     /// Recovers a built release from AWS: the available AMI tagged with the
@@ -240,7 +249,78 @@ impl Release<Built> {
         let found = images.find_release_image(region, app, commit).await?;
         Ok(found
             .filter(|image| image.state == crate::ports::ImageState::Available)
-            .map(|image| Release::tested(app, commit.clone()).into_built(image)))
+            .map(|image| Release::vouched(app, commit.clone()).into_built(image)))
+    }
+}
+
+impl Release<Deployed> {
+    /// A release found serving: `commit` of `app` on `instances` of `env`,
+    /// running `ami` (the traffic guard's finding).
+    pub(crate) fn serving(
+        app: &str,
+        commit: Commit,
+        ami: String,
+        env: String,
+        instances: Vec<String>,
+    ) -> Self {
+        Release {
+            app: app.to_string(),
+            commit,
+            state: Deployed {
+                ami,
+                env,
+                instances,
+            },
+        }
+    }
+}
+
+/// What `deploy` and `task` run: the AMI baked for a commit, or an AMI
+/// named by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseRef {
+    /// The commit's AMI, found by its tags.
+    Commit(Commit),
+    /// An AMI `pipeline build` made, by id (its commit read from its tags).
+    Ami(String),
+}
+
+impl ReleaseRef {
+    /// The AMI `id`; an id that is not `ami-...` is bad input.
+    pub fn ami(id: &str) -> Result<ReleaseRef> {
+        if id.starts_with("ami-") {
+            Ok(ReleaseRef::Ami(id.to_string()))
+        } else {
+            Err(Error::Input(format!(
+                "--ami {id:?} is not an AMI id (ami-...)"
+            )))
+        }
+    }
+
+    /// The commit, when it is known before any AWS call.
+    pub fn commit(&self) -> Option<&Commit> {
+        match self {
+            ReleaseRef::Commit(c) => Some(c),
+            ReleaseRef::Ami(_) => None,
+        }
+    }
+
+    /// The built release it names: the commit's AMI (never built is
+    /// [`Error::NotBuilt`]), or the named AMI's.
+    pub async fn resolve(
+        &self,
+        images: &dyn crate::ports::Images,
+        region: &str,
+        app: &str,
+    ) -> Result<Release<Built>> {
+        match self {
+            ReleaseRef::Ami(id) => Release::<Built>::from_image(images, region, app, id).await,
+            ReleaseRef::Commit(commit) => Release::<Built>::find(images, region, app, commit)
+                .await?
+                .ok_or_else(|| Error::NotBuilt {
+                    commit: commit.to_string(),
+                }),
+        }
     }
 }
 

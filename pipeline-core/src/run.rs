@@ -12,13 +12,88 @@
 
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::EventKind;
 use crate::error::Result;
-use crate::ledger::{Entry, Ledger, rfc3339_now};
-use crate::lock::{self, Acquired, Holder, Lock, LockPlan};
+use crate::ledger::{Entry, Ledger, Outcome, rfc3339_now};
+use crate::lock::{Acquired, Claim, Holder, Lock, LockPlan};
 use crate::notify::{Event, Notifier};
-use crate::release::RunId;
+use crate::release::{Commit, RunId};
 use crate::wait::Interrupt;
+
+/// A stage of the pipeline, as the ledger, the locks and the events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The project's tests, for a commit.
+    Test,
+    /// Baking the commit's AMI.
+    Build,
+    /// Swapping a release in behind an environment's balancer.
+    Deploy,
+    /// A release task, by hand.
+    Task,
+    /// The blue/green flip.
+    Promote,
+    /// The flip back.
+    Rollback,
+    /// Removing old AMIs and orphans.
+    Gc,
+    /// Removing a dead run's lock by hand.
+    Unlock,
+}
+
+impl Stage {
+    /// Its name: `test`, `build`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Test => "test",
+            Stage::Build => "build",
+            Stage::Deploy => "deploy",
+            Stage::Task => "task",
+            Stage::Promote => "promote",
+            Stage::Rollback => "rollback",
+            Stage::Gc => "gc",
+            Stage::Unlock => "unlock",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a run is, before it starts: its stage, what it acts on, and the
+/// locks it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The stage it runs.
+    pub stage: Stage,
+    /// The environment (or slot, or lock scope) it acts on, if known up front.
+    pub env: Option<String>,
+    /// The commit it is about, if known up front.
+    pub commit: Option<Commit>,
+    /// The locks it holds while it runs (environments, `gc`, `build-<sha12>`).
+    pub scopes: Vec<String>,
+    /// How long to wait for a lock another run holds (zero: fail at once).
+    pub lock_wait: std::time::Duration,
+}
+
+impl RunSpec {
+    /// A run of `stage` that holds no lock and names nothing yet.
+    pub fn new(stage: Stage) -> RunSpec {
+        RunSpec {
+            stage,
+            env: None,
+            commit: None,
+            scopes: Vec::new(),
+            lock_wait: std::time::Duration::ZERO,
+        }
+    }
+}
 
 /// Who started a run, as the CI system tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,16 +107,16 @@ pub struct Actor {
 /// What every tracked run of one app shares.
 #[derive(Debug)]
 pub struct Tracking {
-    /// The app.
+    /// Named in every lock, entry and event.
     pub app: String,
-    /// Who runs it.
+    /// Who runs it: the audit's "who".
     pub actor: Actor,
-    /// The webhooks.
+    /// Who hears about the runs.
     pub notifier: Notifier,
-    /// The ledger (and the state store the locks live in).
+    /// Where each run is recorded (and the state store the locks live in).
     pub ledger: Ledger,
-    /// How locks are held and waited for.
-    pub lock: LockPlan,
+    /// How long a lock lives without its holder's heartbeat.
+    pub lock_ttl: std::time::Duration,
 }
 
 /// What [`StageRun::begin`] got to.
@@ -57,7 +132,7 @@ pub enum Begun<'a> {
 #[derive(Debug)]
 pub struct StageRun<'a> {
     tracking: &'a Tracking,
-    stage: &'static str,
+    stage: Stage,
     env: Option<String>,
     commit: Option<String>,
     id: RunId,
@@ -68,49 +143,40 @@ pub struct StageRun<'a> {
 }
 
 impl<'a> StageRun<'a> {
-    /// Starts the run of `stage`: takes the locks of `scopes` (in sorted
-    /// order, so two runs cannot deadlock), then tells the webhooks.
+    /// Starts the run `spec` describes: takes its locks (in sorted order,
+    /// so two runs cannot deadlock), then tells the webhooks.
     pub async fn begin(
         tracking: &'a Tracking,
-        stage: &'static str,
-        env: Option<&str>,
-        commit: Option<&str>,
-        scopes: &[String],
+        spec: RunSpec,
         interrupt: &Interrupt,
     ) -> Result<StageRun<'a>> {
-        match Self::start(tracking, stage, env, commit, scopes, false, interrupt).await? {
+        match Self::start(tracking, spec, false, interrupt).await? {
             Begun::Running(run) => Ok(run),
             Begun::Superseded(_) => unreachable!("only a queued run is superseded"),
         }
     }
 
-    /// [`StageRun::begin`], waiting in the queue of `scopes`: a newer run
+    /// [`StageRun::begin`], waiting in the queue of its scopes: a newer run
     /// queued behind this one supersedes it (recorded in the ledger).
     pub async fn begin_queued(
         tracking: &'a Tracking,
-        stage: &'static str,
-        env: Option<&str>,
-        commit: Option<&str>,
-        scopes: &[String],
+        spec: RunSpec,
         interrupt: &Interrupt,
     ) -> Result<Begun<'a>> {
-        Self::start(tracking, stage, env, commit, scopes, true, interrupt).await
+        Self::start(tracking, spec, true, interrupt).await
     }
 
     async fn start(
         tracking: &'a Tracking,
-        stage: &'static str,
-        env: Option<&str>,
-        commit: Option<&str>,
-        scopes: &[String],
+        spec: RunSpec,
         queue: bool,
         interrupt: &Interrupt,
     ) -> Result<Begun<'a>> {
         let mut run = StageRun {
             tracking,
-            stage,
-            env: env.map(str::to_string),
-            commit: commit.map(str::to_string),
+            stage: spec.stage,
+            env: spec.env,
+            commit: spec.commit.map(|c| c.to_string()),
             id: RunId::new(),
             started: Instant::now(),
             started_at: rfc3339_now(),
@@ -119,31 +185,28 @@ impl<'a> StageRun<'a> {
         };
         let me = Holder {
             run: run.id.to_string(),
-            stage: stage.to_string(),
+            stage: run.stage,
             commit: run.commit.clone(),
             actor: tracking.actor.name.clone(),
             job_url: tracking.actor.job_url.clone(),
             started_at: run.started_at.clone(),
             expires_ms: 0,
         };
-        let mut scopes = scopes.to_vec();
+        let plan = LockPlan::new(tracking.lock_ttl, spec.lock_wait);
+        let mut scopes = spec.scopes;
         scopes.sort();
         scopes.dedup();
         for scope in &scopes {
-            let got = lock::acquire(
-                tracking.ledger.store(),
-                &tracking.app,
-                scope,
-                &me,
-                &tracking.lock,
-                queue,
-                interrupt,
-            )
-            .await;
+            let claim = Claim::new(tracking.ledger.store(), &tracking.app, scope, &me, &plan);
+            let got = if queue {
+                claim.acquire_queued(interrupt).await
+            } else {
+                claim.acquire(interrupt).await.map(Acquired::Held)
+            };
             match got {
                 Ok(Acquired::Held(held)) => {
                     if let Some(old) = &held.took_over {
-                        let mut entry = run.entry("lock-takeover", None);
+                        let mut entry = run.entry(Outcome::LockTakeover, None);
                         entry.env = Some(scope.clone());
                         entry.note =
                             Some(format!("took over the expired lock of {}", old.describe()));
@@ -152,7 +215,7 @@ impl<'a> StageRun<'a> {
                     run.locks.push(held);
                 }
                 Ok(Acquired::Superseded(newer)) => {
-                    let mut entry = run.entry("superseded", None);
+                    let mut entry = run.entry(Outcome::Superseded, None);
                     entry.note = Some(format!("superseded by {}", newer.describe()));
                     run.record(&entry).await;
                     run.release().await;
@@ -219,12 +282,16 @@ impl<'a> StageRun<'a> {
                 if let Some(note) = d.note {
                     self.note(note);
                 }
-                let outcome = d.outcome.unwrap_or(success.as_str());
+                let outcome = d.outcome.unwrap_or(match success {
+                    EventKind::Promoted => Outcome::Promoted,
+                    EventKind::RolledBack => Outcome::RolledBack,
+                    _ => Outcome::Succeeded,
+                });
                 let mut entry = self.entry(outcome, None);
                 entry.ami = d.ami.clone();
                 entry.instances = d.instances;
                 // A stage that ran and reports failure (a failing test).
-                let kind = if outcome == "failed" {
+                let kind = if outcome == Outcome::Failed {
                     EventKind::Failed
                 } else {
                     success
@@ -235,7 +302,7 @@ impl<'a> StageRun<'a> {
                 let text = err.to_string();
                 (
                     self.event(EventKind::Failed, None, Some(text.clone())),
-                    self.entry("failed", Some(text)),
+                    self.entry(Outcome::Failed, Some(text)),
                 )
             }
         };
@@ -261,9 +328,9 @@ impl<'a> StageRun<'a> {
         }
     }
 
-    fn entry(&self, outcome: &str, error: Option<String>) -> Entry {
+    fn entry(&self, outcome: Outcome, error: Option<String>) -> Entry {
         Entry {
-            stage: self.stage.to_string(),
+            stage: self.stage,
             env: self.env.clone(),
             commit: self.commit.clone(),
             ami: None,
@@ -272,7 +339,7 @@ impl<'a> StageRun<'a> {
             job_url: self.tracking.actor.job_url.clone(),
             started: self.started_at.clone(),
             finished: rfc3339_now(),
-            outcome: outcome.to_string(),
+            outcome,
             error,
             run: self.id.to_string(),
             note: self.note.clone(),
@@ -283,7 +350,7 @@ impl<'a> StageRun<'a> {
         Event {
             event: kind,
             app: self.tracking.app.clone(),
-            stage: self.stage.to_string(),
+            stage: self.stage,
             env: self.env.clone(),
             commit: self.commit.clone(),
             ami,
@@ -309,8 +376,8 @@ pub struct Details {
     pub commit: Option<String>,
     /// The instances it launched (or removed).
     pub instances: Vec<String>,
-    /// The ledger outcome, if not the success event's name (`passed`).
-    pub outcome: Option<&'static str>,
+    /// The ledger outcome, if not the success event's (`passed`).
+    pub outcome: Option<Outcome>,
     /// A note for the ledger entry, after any the run already has.
     pub note: Option<String>,
 }

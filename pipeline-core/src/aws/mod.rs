@@ -10,7 +10,9 @@
 //! - [`elbv2`]: ALB/NLB target groups ([`crate::ports::Balancer`]).
 //! - [`route53`]: the public record ([`crate::ports::Dns`]).
 //! - [`s3`]: the state bucket ([`crate::ports::StateStore`]).
+//! - [`adapters`]: every stage's ports, built once from one `SdkConfig`.
 
+pub mod adapters;
 pub mod autoscaling;
 pub mod ec2;
 pub mod elb;
@@ -18,8 +20,22 @@ pub mod elbv2;
 pub mod route53;
 pub mod s3;
 
+pub use adapters::Adapters;
+
 use crate::config::LoadBalancer;
 use crate::ports::Balancer;
+
+/// The one `SdkConfig` every client is built from: the standard credential
+/// chain (env vars, profiles, SSO, web identity, instance role), `region`,
+/// and `AWS_ENDPOINT_URL` if set. Loading it makes no network call.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()));
+    if let Ok(name) = aws_config::AppName::new("pipeline") {
+        loader = loader.app_name(name);
+    }
+    loader.load().await
+}
 
 /// The [`Balancer`] adapter for an environment's `load_balancer`.
 pub fn balancer(sdk: &aws_config::SdkConfig, config: &LoadBalancer) -> Box<dyn Balancer> {

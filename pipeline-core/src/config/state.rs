@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::check::{self, Checked};
 use super::duration::{DurationText, duration};
-use crate::lock::LockPlan;
 
 /// `state` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -69,17 +68,6 @@ fn key_prefix(prefix: Option<&str>) -> String {
     match prefix.map(|p| p.trim_end_matches('/')) {
         Some(p) if !p.is_empty() => format!("{p}/"),
         _ => String::new(),
-    }
-}
-
-impl StateConfig {
-    /// The lock plan: this lifetime, waiting up to `wait` for a held lock.
-    pub fn lock_plan(&self, wait: Duration) -> LockPlan {
-        LockPlan {
-            ttl: self.lock_ttl,
-            wait,
-            poll: (self.lock_ttl / 12).clamp(Duration::from_millis(250), Duration::from_secs(5)),
-        }
     }
 }
 

@@ -7,7 +7,7 @@ fn event() -> Event {
     Event {
         event: EventKind::Succeeded,
         app: "shop".into(),
-        stage: "deploy".into(),
+        stage: crate::run::Stage::Deploy,
         env: Some("staging".into()),
         commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         ami: Some("ami-1234".into()),

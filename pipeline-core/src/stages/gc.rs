@@ -66,7 +66,7 @@ impl GcPlan {
 }
 
 /// An AMI gc removed (or would remove).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Removed {
     /// The AMI id.
     pub id: String,
@@ -81,7 +81,7 @@ pub struct Removed {
 }
 
 /// An AMI gc kept, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Kept {
     /// The AMI id.
     pub id: String,
@@ -92,7 +92,7 @@ pub struct Kept {
 }
 
 /// What gc did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GcOutcome {
     /// Kept images of the home region, newest first.
     pub kept: Vec<Kept>,

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ports::{Balancer, Instances, fleet_health};
 
 /// One environment's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EnvStatus {
     /// The environment's name.
     pub name: String,

@@ -40,7 +40,7 @@ impl TestOutcome {
     /// The release that may now be built, if the tests passed.
     pub fn release(&self, app: &str) -> Option<Release<Tested>> {
         self.passed
-            .then(|| Release::tested(app, self.commit.clone()))
+            .then(|| Release::vouched(app, self.commit.clone()))
     }
 }
 

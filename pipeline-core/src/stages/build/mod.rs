@@ -107,7 +107,7 @@ impl Release<Tested> {
     /// let config = Config::load("pipeline.yaml".as_ref())?;
     /// let ec2 = Ec2::new(&sdk, &config.region);
     /// let commit = "0123456789abcdef0123456789abcdef01234567".parse()?;
-    /// let built = Release::tested(&config.app, commit)
+    /// let built = Release::vouched(&config.app, commit)
     ///     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
     ///            &RunId::new(), &Interrupt::on_signals())
     ///     .await?;

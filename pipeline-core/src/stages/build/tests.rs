@@ -58,7 +58,7 @@ async fn run(
     instances: &MockInstances,
     interrupt: &Interrupt,
 ) -> Result<BuildOutcome> {
-    Release::tested("shop", SHA.parse().unwrap())
+    Release::vouched("shop", SHA.parse().unwrap())
         .build(
             plan,
             BuildPorts { images, instances },

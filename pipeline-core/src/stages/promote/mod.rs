@@ -16,10 +16,16 @@
 //! interrupt) puts all traffic back on the previous slot. At 100 % the
 //! weighted records are replaced by one simple record again.
 
+mod slot;
+
+pub use slot::Slot;
+
+use serde::Serialize;
+
 use crate::config::{Config, RecordType};
 use crate::error::{Error, Result};
 use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, fleet_health};
-use crate::release::Commit;
+use crate::release::{Commit, Deployed, Release};
 use crate::wait::{self, Interrupt, Poll, Progress};
 
 /// Everything promote and rollback need, checked and derived from the config.
@@ -73,13 +79,17 @@ impl PromotePlan {
         })
     }
 
-    fn index(&self, slot: &str) -> Result<usize> {
-        self.slots.iter().position(|s| s == slot).ok_or_else(|| {
-            Error::Input(format!(
-                "{slot:?} is not a slot; the slots are {} and {}",
-                self.slots[0], self.slots[1]
-            ))
-        })
+    /// The slot named `name`; another name is bad input.
+    pub fn slot(&self, name: &str) -> Result<Slot> {
+        Slot::BOTH
+            .into_iter()
+            .find(|&s| self.slots[s] == name)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{name:?} is not a slot; the slots are {} and {}",
+                    self.slots[0], self.slots[1]
+                ))
+            })
     }
 }
 
@@ -100,7 +110,7 @@ pub struct Live {
     pub records: Vec<Record>,
     /// Which slot takes (most of) the traffic (`None`: no record, or it
     /// points elsewhere).
-    pub slot: Option<String>,
+    pub slot: Option<Slot>,
     /// Each slot's share in percent, when the records are weighted.
     pub weights: Option<[i64; 2]>,
     /// Each slot's balancer endpoint, in slot order.
@@ -116,24 +126,24 @@ pub async fn live(plan: &PromotePlan, ports: &PromotePorts<'_>) -> Result<Live> 
     ];
     let slot_of = |record: &Record| {
         let host = record.target.host();
-        endpoints
-            .iter()
-            .position(|e| crate::ports::normalise_host(&e.dns_name) == host)
+        Slot::BOTH
+            .into_iter()
+            .find(|&s| crate::ports::normalise_host(&endpoints[s].dns_name) == host)
     };
     let weighted = records.iter().any(|r| r.weighted.is_some());
     let (slot, weights) = if weighted {
         let mut weights = [0i64; 2];
         for record in &records {
-            if let (Some(i), Some((_, w))) = (slot_of(record), &record.weighted) {
-                weights[i] += w;
+            if let (Some(s), Some((_, w))) = (slot_of(record), &record.weighted) {
+                weights[s] += w;
             }
         }
         let total = (weights[0] + weights[1]).max(1);
         let shares = [weights[0] * 100 / total, weights[1] * 100 / total];
         let slot = match weights {
             [0, 0] => None,
-            [a, b] if a >= b => Some(0),
-            _ => Some(1),
+            [a, b] if a >= b => Some(Slot::First),
+            _ => Some(Slot::Second),
         };
         (slot, Some(shares))
     } else {
@@ -141,14 +151,14 @@ pub async fn live(plan: &PromotePlan, ports: &PromotePorts<'_>) -> Result<Live> 
     };
     Ok(Live {
         records,
-        slot: slot.map(|i| plan.slots[i].clone()),
+        slot,
         weights,
         endpoints,
     })
 }
 
-/// What a promote or rollback did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a promote or rollback did (its `--output json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flip {
     /// The record's name.
     pub record: String,
@@ -176,33 +186,32 @@ pub struct Flip {
 pub async fn promote(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
-    to: Option<&str>,
+    to: Option<Slot>,
     commit: &Commit,
     interrupt: &Interrupt,
 ) -> Result<Flip> {
     let live = live(plan, ports).await?;
-    let target = match (to, &live.slot, live.weights) {
-        (Some(slot), _, _) => plan.index(slot)?,
-        (None, Some(current), None) => 1 - plan.index(current)?,
+    let target = match (to, live.slot, live.weights) {
+        (Some(slot), _, _) => slot,
+        (None, Some(current), None) => current.other(),
         // A gradual shift left half-way: carry on towards the smaller share.
         (None, Some(_), Some(w)) => {
             if w[0] <= w[1] {
-                0
+                Slot::First
             } else {
-                1
+                Slot::Second
             }
         }
-        (None, None, _) => 0,
+        (None, None, _) => Slot::First,
     };
-    let slot = plan.slots[target].clone();
     check_record_type(plan, &live)?;
-    if live.slot.as_deref() == Some(slot.as_str()) && live.weights.is_none() {
-        tracing::info!("{slot} is live already: nothing to do");
-        let (healthy, commit) = guard(plan, ports, target, None).await.unwrap_or((0, None));
+    if live.slot == Some(target) && live.weights.is_none() {
+        tracing::info!("{} is live already: nothing to do", plan.slots[target]);
+        let serving = serving(plan, ports, target, None).await.ok();
         return Ok(Flip {
             record: plan.record.clone(),
-            from: live.slot.clone(),
-            to: slot,
+            from: Some(plan.slots[target].clone()),
+            to: plan.slots[target].clone(),
             target: live
                 .records
                 .first()
@@ -211,11 +220,25 @@ pub async fn promote(
             changed: false,
             change_ids: vec![],
             steps: vec![],
-            commit,
-            healthy,
+            commit: serving.as_ref().map(|r| r.commit().to_string()),
+            healthy: serving.map_or(0, |r| r.state().instances.len()),
         });
     }
-    let (mut healthy, running) = guard(plan, ports, target, Some(commit)).await?;
+    let release = serving(plan, ports, target, Some(commit)).await?;
+    shift(plan, ports, live, release, interrupt).await
+}
+
+/// Moves traffic to the slot `release` serves in, step by step, checking
+/// the slot again before each step; a failed check puts all traffic back.
+async fn shift(
+    plan: &PromotePlan,
+    ports: &PromotePorts<'_>,
+    live: Live,
+    release: Release<Deployed>,
+    interrupt: &Interrupt,
+) -> Result<Flip> {
+    let target = plan.slot(&release.state().env)?;
+    let name = &plan.slots[target];
     // A first promote has no slot to shift from: one step.
     let steps: Vec<u8> = if plan.steps.is_empty() || live.slot.is_none() {
         vec![100]
@@ -228,46 +251,45 @@ pub async fn promote(
             .filter(|&step| i64::from(step) > has)
             .collect()
     };
+    let mut healthy = release.state().instances.len();
     let mut current = live.records.clone();
     let mut change_ids = Vec::new();
     for (i, share) in steps.iter().enumerate() {
         if i > 0 {
             tracing::info!(
-                "holding {}% on {slot} for {}s",
+                "holding {}% on {name} for {}s",
                 steps[i - 1],
                 plan.bake.as_secs()
             );
             let checked = async {
                 wait::pause(plan.bake, interrupt).await?;
-                guard(plan, ports, target, Some(commit)).await
+                serving(plan, ports, target, Some(release.commit())).await
             };
             match checked.await {
-                Ok((now_healthy, _)) => healthy = now_healthy,
+                Ok(now) => healthy = now.state().instances.len(),
                 Err(err) => {
-                    tracing::error!(
-                        "{err}; putting all traffic back on {}",
-                        plan.slots[1 - target]
-                    );
-                    let back = vec![simple(plan, &live.endpoints[1 - target])];
-                    change(plan, ports, &current, &back, &Interrupt::never()).await?;
+                    let back = target.other();
+                    tracing::error!("{err}; putting all traffic back on {}", plan.slots[back]);
+                    let records = vec![simple(plan, &live.endpoints[back])];
+                    change(plan, ports, &current, &records, &Interrupt::never()).await?;
                     return Err(err);
                 }
             }
         }
         let new = records_for(plan, &live.endpoints, target, *share);
         change_ids.push(change(plan, ports, &current, &new, interrupt).await?);
-        tracing::info!("{}% of {} on {slot}", share, plan.record);
+        tracing::info!("{}% of {} on {name}", share, plan.record);
         current = new;
     }
     Ok(Flip {
         record: plan.record.clone(),
-        from: live.slot,
-        to: slot,
+        from: live.slot.map(|s| plan.slots[s].clone()),
+        to: name.clone(),
         target: current.first().map(|r| r.target.host()).unwrap_or_default(),
         changed: true,
         change_ids,
         steps,
-        commit: running,
+        commit: Some(release.commit().to_string()),
         healthy,
     })
 }
@@ -282,7 +304,7 @@ pub async fn rollback(
     interrupt: &Interrupt,
 ) -> Result<Flip> {
     let live = live(plan, ports).await?;
-    let current = live.slot.clone().ok_or_else(|| {
+    let current = live.slot.ok_or_else(|| {
         Error::Input(format!(
             "{} does not point at {} or {}: nothing to roll back from",
             plan.record, plan.slots[0], plan.slots[1]
@@ -292,65 +314,69 @@ pub async fn rollback(
     // Mid-shift the live slot (the larger share) is the one to go back to;
     // otherwise the other slot.
     let target = match live.weights {
-        Some(_) => plan.index(&current)?,
-        None => 1 - plan.index(&current)?,
+        Some(_) => current,
+        None => current.other(),
     };
-    let (healthy, running) = guard(plan, ports, target, None).await?;
+    let release = serving(plan, ports, target, None).await?;
     let new = vec![simple(plan, &live.endpoints[target])];
     let id = change(plan, ports, &live.records, &new, interrupt).await?;
     Ok(Flip {
         record: plan.record.clone(),
-        from: Some(plan.slots[1 - target].clone()),
+        from: Some(plan.slots[target.other()].clone()),
         to: plan.slots[target].clone(),
         target: new[0].target.host(),
         changed: true,
         change_ids: vec![id],
         steps: vec![100],
-        commit: running,
-        healthy,
+        commit: Some(release.commit().to_string()),
+        healthy: release.state().instances.len(),
     })
 }
 
-/// The traffic guard: the slot's healthy instances (of `commit`, if given)
-/// must be at least what the plan needs. Returns their number and commit.
-async fn guard(
+/// The traffic guard: the release `slot` serves, on its healthy instances
+/// (of `commit`, if given), which must be at least what the plan needs.
+/// Without `commit` the release is the commit of its first healthy instance.
+pub async fn serving(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
-    slot: usize,
+    slot: Slot,
     commit: Option<&Commit>,
-) -> Result<(usize, Option<String>)> {
+) -> Result<Release<Deployed>> {
     let name = &plan.slots[slot];
-    let (instances, healthy) =
-        fleet_health(ports.instances, &plan.app, name, ports.balancers[slot]).await?;
+    let balancer = ports.balancers[slot];
+    let (instances, healthy) = fleet_health(ports.instances, &plan.app, name, balancer).await?;
     let serving: Vec<_> = instances
         .iter()
         .filter(|i| healthy.contains(&i.id))
-        .collect();
-    let matching = serving
-        .iter()
         .filter(|i| commit.is_none_or(|c| i.commit == c.as_str()))
-        .count();
-    let running = commit
-        .map(|c| c.to_string())
-        .or_else(|| serving.first().map(|i| i.commit.clone()));
+        .collect();
     let needed = plan.needed[slot] as usize;
-    if matching < needed {
+    if serving.len() < needed {
         let what = match commit {
             Some(c) => format!("healthy instances of {c}"),
             None => "healthy instances".to_string(),
         };
         return Err(Error::GuardFailed {
             reason: format!(
-                "{name} has {matching} {what} behind {}, needs {needed}; deploy it first (pipeline deploy --env {name})",
-                ports.balancers[slot].name()
+                "{name} has {} {what} behind {}, needs {needed}; deploy it first (pipeline deploy --env {name})",
+                serving.len(),
+                balancer.name()
             ),
         });
     }
-    tracing::info!(
-        "{name}: {matching} healthy instance(s) of {}",
-        running.as_deref().unwrap_or("?")
-    );
-    Ok((matching, running))
+    let running: Commit = match commit {
+        Some(c) => c.clone(),
+        None => serving[0].commit.parse().map_err(|_| Error::GuardFailed {
+            reason: format!(
+                "{name}'s instance {} has no commit tag a pipeline deploy writes",
+                serving[0].id
+            ),
+        })?,
+    };
+    tracing::info!("{name}: {} healthy instance(s) of {running}", serving.len());
+    let ami = serving[0].image_id.clone();
+    let ids = serving.iter().map(|i| i.id.clone()).collect();
+    Ok(Release::serving(&plan.app, running, ami, name.clone(), ids))
 }
 
 fn target_for(plan: &PromotePlan, endpoint: &Endpoint) -> Target {
@@ -374,13 +400,13 @@ fn simple(plan: &PromotePlan, endpoint: &Endpoint) -> Record {
 fn records_for(
     plan: &PromotePlan,
     endpoints: &[Endpoint; 2],
-    target: usize,
+    target: Slot,
     share: u8,
 ) -> Vec<Record> {
     if share >= 100 {
         return vec![simple(plan, &endpoints[target])];
     }
-    let other = 1 - target;
+    let other = target.other();
     [(other, 100 - i64::from(share)), (target, i64::from(share))]
         .into_iter()
         .map(|(slot, weight)| Record {

@@ -33,6 +33,7 @@ async fn promote_sha(
     ports: &PromotePorts<'_>,
     to: Option<&str>,
 ) -> Result<Flip> {
+    let to = to.map(|name| plan.slot(name)).transpose()?;
     promote(plan, ports, to, &SHA.parse().unwrap(), &Interrupt::never()).await
 }
 
@@ -342,9 +343,14 @@ async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
     assert_eq!(flip.steps, [10, 50, 100]);
     assert_eq!(started.elapsed(), Duration::from_secs(120)); // two bakes of 60 s
     // Half-way state is read back as weights.
-    *records.lock().unwrap() = records_for(&plan, &[endpoint("prod1"), endpoint("prod2")], 1, 10);
+    *records.lock().unwrap() = records_for(
+        &plan,
+        &[endpoint("prod1"), endpoint("prod2")],
+        Slot::Second,
+        10,
+    );
     let l = live(&plan, &ports).await.unwrap();
-    assert_eq!(l.slot.as_deref(), Some("prod1"));
+    assert_eq!(l.slot, Some(Slot::First));
     assert_eq!(l.weights, Some([90, 10]));
 }
 
@@ -395,7 +401,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
     let endpoints = [endpoint("prod1"), endpoint("prod2")];
     // Killed at 10 % on prod2: promote carries on from 50 %.
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, Slot::Second, 10), &log);
     let ports = PromotePorts {
         instances: &instances,
         dns: &dns,
@@ -408,7 +414,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
     );
     // Killed at 10 % on prod2: rollback puts everything back on prod1.
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, 1, 10), &log);
+    let (dns, _) = remembering_zone(records_for(&plan, &endpoints, Slot::Second, 10), &log);
     let ports = PromotePorts {
         instances: &instances,
         dns: &dns,

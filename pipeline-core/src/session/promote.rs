@@ -1,0 +1,151 @@
+//! `pipeline promote` and `rollback`: the blue/green flip and back, with
+//! both slots locked.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{Report, Session};
+use crate::config::EventKind;
+use crate::error::Result;
+use crate::ledger::Outcome;
+use crate::release::Commit;
+use crate::run::{Details, RunSpec, Stage, StageRun};
+use crate::stages::promote::{self, Flip, PromotePlan};
+
+/// Where to flip, and what must serve there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromoteOptions {
+    /// The slot to make live (`None`: the one that is not live).
+    pub to: Option<String>,
+    /// The commit the slot must run on enough healthy instances.
+    pub commit: Commit,
+    /// How long to wait for a run holding either slot's lock.
+    pub lock_wait: Duration,
+}
+
+/// How to flip back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RollbackOptions {
+    /// How long to wait for a run holding either slot's lock.
+    pub lock_wait: Duration,
+}
+
+impl fmt::Display for Flip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changed {
+            write!(
+                f,
+                "{} -> {} ({}), {} healthy instance(s) of {}; was {}",
+                self.record,
+                self.to,
+                self.target,
+                self.healthy,
+                self.commit.as_deref().unwrap_or("?"),
+                self.from.as_deref().unwrap_or("nothing")
+            )
+        } else {
+            write!(
+                f,
+                "{} is live already on {}: nothing changed",
+                self.to, self.record
+            )
+        }
+    }
+}
+
+impl Report for Flip {}
+
+impl Session {
+    /// Points the public record at a slot once it runs the commit on
+    /// enough healthy instances; see [`crate::stages::promote`].
+    pub async fn promote(&self, options: PromoteOptions) -> Result<Flip> {
+        let plan = self.promote_plan()?;
+        let to = options
+            .to
+            .as_deref()
+            .map(|name| plan.slot(name))
+            .transpose()?;
+        let spec = RunSpec {
+            env: options.to.clone(),
+            commit: Some(options.commit.clone()),
+            scopes: plan.slots.to_vec(),
+            lock_wait: options.lock_wait,
+            ..RunSpec::new(Stage::Promote)
+        };
+        let run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
+        let ports = self.adapters.promote(&plan);
+        let result = promote::promote(&plan, &ports, to, &options.commit, &self.interrupt).await;
+        run.finish(result, EventKind::Promoted, flip_details).await
+    }
+
+    /// Points the public record back at the other slot, which still runs
+    /// the previous release.
+    pub async fn rollback(&self, options: RollbackOptions) -> Result<Flip> {
+        let plan = self.promote_plan()?;
+        let spec = RunSpec {
+            scopes: plan.slots.to_vec(),
+            lock_wait: options.lock_wait,
+            ..RunSpec::new(Stage::Rollback)
+        };
+        let run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
+        let ports = self.adapters.promote(&plan);
+        let result = promote::rollback(&plan, &ports, &self.interrupt).await;
+        run.finish(result, EventKind::RolledBack, flip_details)
+            .await
+    }
+
+    pub(super) fn promote_plan(&self) -> Result<PromotePlan> {
+        PromotePlan::new(&self.config)
+    }
+}
+
+/// What a promote or rollback tells its ledger entry and webhooks.
+fn flip_details(flip: &Flip) -> Details {
+    Details {
+        env: Some(flip.to.clone()),
+        commit: flip.commit.clone(),
+        // A slot that was live already: the ledger says nothing changed.
+        outcome: (!flip.changed).then_some(Outcome::Unchanged),
+        ..Details::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::report::keys;
+
+    #[test]
+    fn the_json_fields_are_the_contract() {
+        let flip = Flip {
+            record: "www.example.com".into(),
+            from: Some("prod1".into()),
+            to: "prod2".into(),
+            target: "prod2-lb".into(),
+            changed: true,
+            change_ids: vec!["C1".into()],
+            steps: vec![100],
+            commit: Some("c".into()),
+            healthy: 2,
+        };
+        assert_eq!(
+            keys(&flip),
+            [
+                "change_ids",
+                "changed",
+                "commit",
+                "from",
+                "healthy",
+                "ok",
+                "record",
+                "steps",
+                "target",
+                "to"
+            ]
+        );
+        assert_eq!(
+            flip.to_string(),
+            "www.example.com -> prod2 (prod2-lb), 2 healthy instance(s) of c; was prod1"
+        );
+    }
+}

@@ -28,6 +28,33 @@ pub fn detect(var: impl Fn(&str) -> Option<String>) -> CiContext {
     context
 }
 
+/// Who runs this step, as the CI says (else the OS user); a step that
+/// changes AWS logs it, with the CI system, branch and job.
+pub fn actor(step: Option<&str>) -> pipeline_core::run::Actor {
+    let context = detect(|name| std::env::var(name).ok());
+    if let Some(step) = step {
+        tracing::info!(
+            "{step} started by {} on {}{}{}",
+            context.actor.as_deref().unwrap_or("an unknown user"),
+            context.system,
+            context
+                .branch
+                .as_deref()
+                .map(|b| format!(" (branch {b})"))
+                .unwrap_or_default(),
+            context
+                .job_url
+                .as_deref()
+                .map(|u| format!(": {u}"))
+                .unwrap_or_default()
+        );
+    }
+    pipeline_core::run::Actor {
+        name: context.actor,
+        job_url: context.job_url,
+    }
+}
+
 fn system_context(get: &impl Fn(&str) -> Option<String>) -> CiContext {
     if get("CIRCLECI").is_some() {
         CiContext {

@@ -1,7 +1,7 @@
 //! Which commit a step is about: `--commit`, else the CI's own variable,
 //! else `git rev-parse HEAD`.
 
-use pipeline_core::release::Commit;
+use pipeline_core::release::{Commit, ReleaseRef};
 use pipeline_core::{Error, Result};
 
 /// CI variables that carry the commit SHA, in the order they are tried:
@@ -37,6 +37,18 @@ pub fn resolve(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Resu
         ));
     }
     String::from_utf8_lossy(&out.stdout).parse()
+}
+
+/// `--ami`, else `--commit` (default: the CI's commit, then git).
+pub fn release(
+    ami: Option<&str>,
+    commit: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ReleaseRef> {
+    match ami {
+        Some(id) => ReleaseRef::ami(id),
+        None => Ok(ReleaseRef::Commit(resolve(commit, env)?)),
+    }
 }
 
 #[cfg(test)]

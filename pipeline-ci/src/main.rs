@@ -24,8 +24,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pipeline_core::config::Config;
-use pipeline_core::release::ReleaseRef;
-use pipeline_core::run::Actor;
 use pipeline_core::session::{
     self, BuildOptions, DeployOptions, GcOptions, HistoryOptions, PlanReport, PromoteOptions,
     RollbackOptions, Session, StatusOptions, TaskOptions, TestOptions, UnlockOptions,
@@ -41,7 +39,7 @@ const DASHBOARD_EVENTS: usize = 12;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    progress::init_for(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,8 +55,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let env = |name: &str| std::env::var(name).ok();
     let format = cli.output;
+    // Prints what a session method returns, in the chosen format.
+    macro_rules! report {
+        ($call:expr) => {
+            Ok(output::report(format, &$call.await?))
+        };
+    }
+    let env = |name: &str| std::env::var(name).ok();
     let wait = cli.lock_timeout;
     let shown = cli.config.display().to_string();
     let step = cli.command.stage();
@@ -99,11 +103,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "no {shown}: the verdict is not recorded, so `pipeline build` will not find it"
                 );
                 let interrupt = Interrupt::on_signals();
-                let report = session::test_unrecorded(options, &interrupt).await?;
-                return Ok(output::report(format, &report));
+                return report!(session::test_unrecorded(options, &interrupt));
             }
-            let report = open(&cli.config, step).await?.test(options).await?;
-            Ok(output::report(format, &report))
+            report!(open(&cli.config, step).await?.test(options))
         }
         Command::Build {
             commit,
@@ -115,8 +117,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 skip_test_gate,
                 lock_wait: wait,
             };
-            let report = start(config, step).await?.build(options).await?;
-            Ok(output::report(format, &report))
+            report!(start(config, step).await?.build(options))
         }
         Command::Deploy {
             env: name,
@@ -124,14 +125,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ami,
         } => {
             let config = Config::load(&cli.config)?;
-            config.environment(&name)?;
             let options = DeployOptions {
                 env: name,
-                release: release(ami.as_deref(), commit.as_deref(), env)?,
+                release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
                 lock_wait: wait,
             };
-            let report = start(config, step).await?.deploy(options).await?;
-            Ok(output::report(format, &report))
+            report!(start(config, step).await?.deploy(options))
         }
         Command::Task {
             env: name,
@@ -140,15 +139,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             name: task,
         } => {
             let config = Config::load(&cli.config)?;
-            config.environment(&name)?;
             let options = TaskOptions {
                 env: name,
                 task,
-                release: release(ami.as_deref(), commit.as_deref(), env)?,
+                release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
                 lock_wait: wait,
             };
-            let report = start(config, step).await?.task(options).await?;
-            Ok(output::report(format, &report))
+            report!(start(config, step).await?.task(options))
         }
         Command::Promote { to, commit } => {
             let config = Config::load(&cli.config)?;
@@ -157,13 +154,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 commit: commit::resolve(commit.as_deref(), env)?,
                 lock_wait: wait,
             };
-            let report = start(config, step).await?.promote(options).await?;
-            Ok(output::report(format, &report))
+            report!(start(config, step).await?.promote(options))
         }
         Command::Rollback => {
             let options = RollbackOptions { lock_wait: wait };
-            let report = open(&cli.config, step).await?.rollback(options).await?;
-            Ok(output::report(format, &report))
+            report!(open(&cli.config, step).await?.rollback(options))
         }
         Command::Status { html } => {
             let recent = if html.is_some() { DASHBOARD_EVENTS } else { 0 };
@@ -178,15 +173,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::History { env: name, limit } => {
             let options = HistoryOptions { env: name, limit };
-            let report = open(&cli.config, step).await?.history(options).await?;
-            Ok(output::report(format, &report))
+            report!(open(&cli.config, step).await?.history(options))
         }
         Command::Unlock { env: scope } => {
-            let report = open(&cli.config, step)
-                .await?
-                .unlock(UnlockOptions { scope })
-                .await?;
-            Ok(output::report(format, &report))
+            report!(
+                open(&cli.config, step)
+                    .await?
+                    .unlock(UnlockOptions { scope })
+            )
         }
         Command::Gc { keep, dry_run } => {
             let options = GcOptions {
@@ -194,8 +188,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 dry_run,
                 lock_wait: wait,
             };
-            let report = open(&cli.config, step).await?.gc(options).await?;
-            Ok(output::report(format, &report))
+            report!(open(&cli.config, step).await?.gc(options))
         }
     }
 }
@@ -208,54 +201,7 @@ async fn open(path: &std::path::Path, step: Option<&str>) -> Result<Session> {
 /// The session of `config`, run by whoever the CI says started the job
 /// (logged for a `step` that changes AWS).
 async fn start(config: Config, step: Option<&str>) -> Result<Session> {
-    let context = ci::detect(|name| std::env::var(name).ok());
-    if let Some(step) = step {
-        tracing::info!(
-            "{step} started by {} on {}{}{}",
-            context.actor.as_deref().unwrap_or("an unknown user"),
-            context.system,
-            context
-                .branch
-                .as_deref()
-                .map(|b| format!(" (branch {b})"))
-                .unwrap_or_default(),
-            context
-                .job_url
-                .as_deref()
-                .map(|u| format!(": {u}"))
-                .unwrap_or_default()
-        );
-    }
-    let actor = Actor {
-        name: context.actor,
-        job_url: context.job_url,
-    };
+    let actor = ci::actor(step);
     let sdk = pipeline_core::aws::sdk_config(&config.region).await;
     Session::new(config, &sdk, actor, |name| std::env::var(name).ok())
-}
-
-/// `--ami`, else `--commit` (default: the CI's commit, then git).
-fn release(
-    ami: Option<&str>,
-    commit: Option<&str>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<ReleaseRef> {
-    match ami {
-        Some(id) => ReleaseRef::ami(id),
-        None => Ok(ReleaseRef::Commit(commit::resolve(commit, env)?)),
-    }
-}
-
-fn init_logging(cli: &Cli) {
-    let ours = match (cli.quiet, cli.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = std::env::var("PIPELINE_LOG")
-        .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
-    // `test` streams its command's output, which is its progress.
-    let stage = cli.command.stage().is_some() || matches!(cli.command, Command::Status { .. });
-    progress::init(&filter, stage);
 }

@@ -12,6 +12,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{Cli, Command};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -124,4 +126,20 @@ impl Visit for MessageText {
             let _ = write!(self.0, " {}={value}", field.name());
         }
     }
+}
+
+/// Sets up logging for the command line `cli`: `-v`/`-q` (or
+/// `PIPELINE_LOG`) choose how much; stages and status get live progress.
+pub fn init_for(cli: &Cli) {
+    let ours = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("PIPELINE_LOG")
+        .unwrap_or_else(|_| format!("warn,pipeline={ours},pipeline_core={ours}"));
+    // `test` streams its command's output, which is its progress.
+    let stage = cli.command.stage().is_some() || matches!(cli.command, Command::Status { .. });
+    init(&filter, stage);
 }

@@ -1,19 +1,21 @@
 //! Embedding pipeline-core: bake the commit's AMI and deploy it to one
-//! environment from your own program, with the same checks as the CLI.
+//! environment from your own program, through the same [`Session`] the
+//! `pipeline` binary uses. So it gets what the CLI gets: the test gate
+//! (the commit must have passed `pipeline test`), the locks (a CLI run on
+//! the same environment waits or exits 3, and so does this program), crash
+//! recovery, the ledger entries and the webhooks.
 //!
 //!     cargo run -p pipeline-core --example embedded -- pipeline.yaml staging <40-hex commit>
 //!
 //! AWS settings come from the standard chain (AWS_ENDPOINT_URL works, so
 //! this runs against the local AWS `make demo` starts, too).
 
-use pipeline_core::ErrorKind;
-use pipeline_core::aws::{self, autoscaling::AutoScalingGroups, ec2::Ec2};
+use std::time::Duration;
+
 use pipeline_core::config::Config;
-use pipeline_core::ports::AutoScaling;
-use pipeline_core::release::{Release, RunId};
-use pipeline_core::stages::build::{BuildPlan, BuildPorts};
-use pipeline_core::stages::deploy::{DeployPlan, DeployPorts};
-use pipeline_core::wait::Interrupt;
+use pipeline_core::release::{Commit, ReleaseRef};
+use pipeline_core::run::Actor;
+use pipeline_core::session::{BuildOptions, DeployOptions, DeployReport, Session};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -22,78 +24,61 @@ async fn main() -> std::process::ExitCode {
         eprintln!("usage: embedded CONFIG ENV COMMIT");
         return std::process::ExitCode::from(2);
     };
-    match run(config, env, commit).await {
+    let actor = Actor {
+        name: std::env::var("USER").ok(),
+        job_url: None,
+    };
+    let result = async {
+        // Everything is checked before the first AWS call.
+        let config = Config::load(config.as_ref())?;
+        let sdk = pipeline_core::aws::sdk_config(&config.region).await;
+        run(config, env, commit, &sdk, actor).await
+    };
+    match result.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             // The same exit codes as the CLI: 2 bad input, 1 failed safely,
             // 3 locked by another run.
-            std::process::ExitCode::from(match err.kind() {
-                ErrorKind::BadInput => 2,
-                ErrorKind::Failed => 1,
-                ErrorKind::Locked => 3,
-            })
+            std::process::ExitCode::from(err.kind().exit_code())
         }
     }
 }
 
-async fn run(config: &str, env: &str, commit: &str) -> pipeline_core::Result<()> {
-    // Everything is validated before the first AWS call.
-    let config = Config::load(config.as_ref())?;
-    let deploy_plan = DeployPlan::new(&config, env)?;
-    let commit = commit.parse()?;
+/// Bakes (or reuses) `commit`'s AMI and deploys it to `env`, as `actor`.
+pub async fn run(
+    config: Config,
+    env: &str,
+    commit: &str,
+    sdk: &aws_config::SdkConfig,
+    actor: Actor,
+) -> pipeline_core::Result<()> {
+    let commit: Commit = commit.parse()?;
+    let session = Session::new(config, sdk, actor, |name| std::env::var(name).ok())?;
 
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(config.region.clone()))
-        .load()
-        .await;
-    let ec2 = Ec2::new(&sdk, &config.region);
-    let interrupt = Interrupt::on_signals();
-
-    // Test -> Built: bake (or reuse) the commit's AMI.
-    let built = Release::vouched(&config.app, commit)
-        .build(
-            &BuildPlan::new(&config)?,
-            BuildPorts {
-                images: &ec2,
-                instances: &ec2,
-            },
-            &RunId::new(),
-            &interrupt,
-        )
+    // Tested -> Built: refused unless `pipeline test` passed the commit.
+    let built = session
+        .build(BuildOptions {
+            commit: commit.clone(),
+            skip_test_gate: false,
+            lock_wait: Duration::ZERO,
+        })
         .await?;
-    println!(
-        "AMI {} (reused: {})",
-        built.release.image().id,
-        built.reused
-    );
+    println!("AMI {} (reused: {})", built.ami, built.reused);
 
-    // Built -> Deployed: swap it in behind the environment's balancer.
-    let environment = &config.environments[env];
-    let balancer = aws::balancer(&sdk, &environment.load_balancer);
-    let groups = environment
-        .placement
-        .group()
-        .map(|_| AutoScalingGroups::new(&sdk));
-    let deployed = built
-        .release
-        .deploy(
-            &deploy_plan,
-            DeployPorts {
-                instances: &ec2,
-                balancer: balancer.as_ref(),
-                auto_scaling: groups.as_ref().map(|g| g as &dyn AutoScaling),
-            },
-            &RunId::new(),
-            &interrupt,
-        )
+    // Built -> Deployed: swapped in behind the environment's balancer.
+    let deployed = session
+        .deploy(DeployOptions {
+            env: env.to_string(),
+            release: ReleaseRef::Commit(commit),
+            lock_wait: Duration::ZERO,
+        })
         .await?;
-    let state = deployed.release.state();
-    println!(
-        "{} runs {} on {}",
-        state.env,
-        deployed.release.commit(),
-        state.instances.join(", ")
-    );
+    match deployed {
+        DeployReport::Deployed(d) => {
+            println!("{} runs {} on {}", d.env, d.commit, d.new.join(", "))
+        }
+        DeployReport::Superseded(s) => println!("a newer deploy to {} won: {}", s.env, s.by),
+    }
     Ok(())
 }

@@ -213,3 +213,48 @@ async fn offline_commands_make_no_aws_call() {
     env.moto.stop_recording();
     assert!(env.moto.calls().is_empty(), "{:?}", env.moto.calls());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_2_before_any_aws_call_the_lock_included() {
+    let env = Env::new().await;
+    let config = format!(
+        "{}environments:\n{}{}promote:\n  hosted_zone: Z0123456789\n  record: www.example.com\n",
+        env.config(""),
+        env.environment("prod1", "{ classic: shop-prod1 }"),
+        env.environment("prod2", "{ classic: shop-prod2 }"),
+    );
+    env.write_config(&config);
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["promote", "--to", "nosuch", "--commit", SHA],
+            "not a slot",
+        ),
+        (
+            &["deploy", "--env", "nosuch", "--commit", SHA],
+            "no environment",
+        ),
+        (
+            &["deploy", "--env", "prod1", "--ami", "bogus"],
+            "not an AMI id",
+        ),
+        (
+            &["task", "--env", "prod1", "--commit", SHA, "migrate"],
+            "no task",
+        ),
+        (&["history", "--env", "nosuch"], "no environment"),
+        (&["promote", "--commit", "abc"], "40-hex"),
+    ];
+    for (args, expect) in cases {
+        env.moto.reset_recording();
+        env.moto.start_recording();
+        let run = env.pipeline(args).await;
+        env.moto.stop_recording();
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(expect), "{args:?}: {}", run.stderr);
+        assert!(
+            env.pipeline_calls().is_empty(),
+            "{args:?}: {:?}",
+            env.pipeline_calls()
+        );
+    }
+}

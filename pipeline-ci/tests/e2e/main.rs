@@ -9,6 +9,7 @@
 //! - `cli`: help, bad input, the test command.
 //! - `build`: baking, reuse, timeout, interrupt, copies.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
+//! - `embedded`: the embedded example gets the test gate, the lock and the ledger.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 //! - `safety`: lock and queue, ledger and test gate, crash recovery, gc, dashboard.
 //! - `tasks`: release tasks before traffic, by hand, and failing.
@@ -21,6 +22,7 @@
 mod build;
 mod cli;
 mod deploy;
+mod embedded;
 mod iam;
 mod integrations;
 mod notify;

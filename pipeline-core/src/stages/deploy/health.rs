@@ -78,13 +78,20 @@ impl Swap<'_> {
             self.plan.healthy_for.as_secs_f64()
         );
         let wanted: BTreeSet<&String> = ids.iter().collect();
-        let healthy_since = std::cell::Cell::new(None::<Instant>);
+        // A Mutex, not a Cell: the deploy's future stays Send, so an
+        // embedding program can spawn it.
+        let healthy_since = std::sync::Mutex::new(None::<Instant>);
         wait::until(&what, poll, self.interrupt, || async {
             let health = self.balancer.registered().await?;
             let ours: Vec<_> = health.iter().filter(|h| wanted.contains(&h.id)).collect();
             let healthy = ours.iter().filter(|h| h.healthy).count();
             if healthy < ids.len() {
-                if healthy_since.take().is_some() {
+                if healthy_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .is_some()
+                {
                     tracing::warn!(
                         "a new instance turned unhealthy; waiting for the fleet to recover"
                     );
@@ -100,8 +107,10 @@ impl Swap<'_> {
                     sick.join(", ")
                 )));
             }
-            let since = *healthy_since.get().get_or_insert_with(Instant::now);
-            healthy_since.set(Some(since));
+            let since = *healthy_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Instant::now);
             let held = since.elapsed();
             Ok(if held >= self.plan.healthy_for {
                 Progress::Done(())

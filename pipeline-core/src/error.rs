@@ -66,14 +66,14 @@ pub enum Error {
     /// The commit has no AMI yet.
     #[error("commit {commit} was never built: run `pipeline build --commit {commit}` first")]
     NotBuilt {
-        /// The commit.
+        /// The commit that has no AMI, to build.
         commit: String,
     },
 
     /// A deploy could not bring the new fleet up; the old fleet still serves.
     #[error("deploy failed: {reason}")]
     DeployFailed {
-        /// Why.
+        /// What went wrong with the new fleet (which instance, in which state).
         reason: String,
     },
 
@@ -81,7 +81,7 @@ pub enum Error {
     /// ready, or the record changed under it. Nothing was changed.
     #[error("not promoted: {reason}")]
     GuardFailed {
-        /// Why.
+        /// What the slot lacks (healthy instances of the commit), or what Route53 said.
         reason: String,
     },
 
@@ -111,7 +111,7 @@ pub enum Error {
         "commit {commit} has no passing test record: run `pipeline test --commit {commit} -- <your test command>` first, or build with --skip-test-gate (which is recorded)"
     )]
     Untested {
-        /// The commit.
+        /// The commit that has no passing verdict, to test.
         commit: String,
     },
 

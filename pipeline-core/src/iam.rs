@@ -27,12 +27,29 @@ pub struct Statement {
 
 /// The policy for `config`: the statements, in order.
 pub fn policy(config: &Config) -> Vec<Statement> {
-    let app = &config.app;
-    let region = &config.region;
-    let mut regions = vec![region.clone()];
+    let mut statements = images_and_instances(config);
+    statements.extend(instance_roles(config));
+    statements.extend(balancers(config));
+    statements.extend(groups(config));
+    statements.extend(state_bucket(config));
+    statements.extend(record(config));
+    statements
+}
+
+/// The home region, then every copy region.
+fn regions(config: &Config) -> Vec<String> {
+    let mut regions = vec![config.region.clone()];
     regions.extend(config.build.copy_to_regions.iter().cloned());
+    regions
+}
+
+/// Baking, launching and removing: every stage's EC2 calls on images and
+/// instances, mutations scoped to the app's tag.
+fn images_and_instances(config: &Config) -> Vec<Statement> {
+    let app = &config.app;
+    let regions = regions(config);
     let tagged = json!({ "StringEquals": { "aws:ResourceTag/pipeline:app": app } });
-    let mut statements = vec![
+    vec![
         Statement {
             sid: "Read",
             actions: vec![
@@ -96,8 +113,11 @@ pub fn policy(config: &Config) -> Vec<Statement> {
                 .collect(),
             condition: Some(tagged),
         },
-    ];
+    ]
+}
 
+/// Passing the builder's and the instances' roles to EC2.
+fn instance_roles(config: &Config) -> Vec<Statement> {
     let profiles: Vec<&String> = config
         .build
         .shape
@@ -110,17 +130,22 @@ pub fn policy(config: &Config) -> Vec<Statement> {
                 .filter_map(|e| e.shape.instance_profile.as_ref()),
         )
         .collect();
-    if !profiles.is_empty() {
-        statements.push(Statement {
-            sid: "PassInstanceRoles",
-            actions: vec!["iam:PassRole"],
-            resources: vec!["*".into()],
-            condition: Some(
-                json!({ "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }),
-            ),
-        });
+    if profiles.is_empty() {
+        return vec![];
     }
+    vec![Statement {
+        sid: "PassInstanceRoles",
+        actions: vec!["iam:PassRole"],
+        resources: vec!["*".into()],
+        condition: Some(json!({ "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } })),
+    }]
+}
 
+/// Reading health, and swapping instances in and out of the configured
+/// balancers only.
+fn balancers(config: &Config) -> Vec<Statement> {
+    let region = &config.region;
+    let mut statements = Vec::new();
     let classic: Vec<&String> = config
         .environments
         .values()
@@ -177,7 +202,13 @@ pub fn policy(config: &Config) -> Vec<Statement> {
             condition: None,
         });
     }
+    statements
+}
 
+/// Deploying through the configured Auto Scaling groups only.
+fn groups(config: &Config) -> Vec<Statement> {
+    let region = &config.region;
+    let mut statements = Vec::new();
     let groups: Vec<&str> = config
         .environments
         .values()
@@ -220,8 +251,13 @@ pub fn policy(config: &Config) -> Vec<Statement> {
             condition: None,
         });
     }
+    statements
+}
 
-    // The state bucket: locks, queue, ledger and test verdicts.
+/// The state bucket: this app's locks, queue, ledger and test verdicts.
+fn state_bucket(config: &Config) -> Vec<Statement> {
+    let app = &config.app;
+    let mut statements = Vec::new();
     let bucket = &config.state.bucket;
     let prefix = &config.state.key_prefix;
     statements.push(Statement {
@@ -239,7 +275,12 @@ pub fn policy(config: &Config) -> Vec<Statement> {
         resources: vec![format!("arn:aws:s3:::{bucket}")],
         condition: None,
     });
+    statements
+}
 
+/// Flipping the public record, when promote is configured.
+fn record(config: &Config) -> Vec<Statement> {
+    let mut statements = Vec::new();
     if let Some(promote) = &config.promote {
         let zone = &promote.zone;
         statements.push(Statement {

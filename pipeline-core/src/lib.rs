@@ -2,42 +2,50 @@
 //!
 //! Bake one AMI per commit, swap fresh instances of it in behind an
 //! environment's load balancer, and flip traffic between two production
-//! slots on Route53 (and back). The
-//! `pipeline` binary is a thin shell around this crate; a program can embed
-//! the same stages and go through the same checks.
+//! slots on Route53 (and back). The `pipeline` binary is a thin shell
+//! around this crate's [`session::Session`]; a program that embeds the
+//! crate goes through the same session, and so gets the same locks, test
+//! gate, crash recovery, ledger and webhooks.
 //!
 //! ```no_run
 //! # async fn example() -> pipeline_core::Result<()> {
-//! use pipeline_core::{aws::ec2::Ec2, config::Config, release::{Release, RunId},
-//!     stages::build::{BuildPlan, BuildPorts}, wait::Interrupt};
-//! let config = Config::load("pipeline.yaml".as_ref())?; // validated: no AWS call yet
-//! let sdk = aws_config::load_from_env().await;
-//! let ec2 = Ec2::new(&sdk, &config.region);
-//! let release = Release::vouched(&config.app, "0123456789abcdef0123456789abcdef01234567".parse()?);
-//! let built = release
-//!     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
-//!            &RunId::new(), &Interrupt::on_signals())
+//! use pipeline_core::{config::Config, run::Actor, session::{BuildOptions, Session}};
+//! let config = Config::load("pipeline.yaml".as_ref())?; // checked: no AWS call yet
+//! let sdk = pipeline_core::aws::sdk_config(&config.region).await;
+//! let actor = Actor { name: Some("release-bot".into()), job_url: None };
+//! let session = Session::new(config, &sdk, actor, |var| std::env::var(var).ok())?;
+//! let built = session
+//!     .build(BuildOptions {
+//!         commit: "0123456789abcdef0123456789abcdef01234567".parse()?,
+//!         skip_test_gate: false, // the commit must have passed `pipeline test`
+//!         lock_wait: std::time::Duration::from_secs(600),
+//!     })
 //!     .await?;
-//! println!("{} reused={}", built.release.image().id, built.reused);
+//! println!("{} reused={}", built.ami, built.reused);
 //! # Ok(()) }
 //! ```
 //!
 //! # Layout
-//! - [`config`]: `pipeline.yaml`, parsed and validated before any AWS call.
+//! - [`config`]: `pipeline.yaml`, each section checked from its raw form
+//!   before any AWS call.
+//! - [`session`]: one method per command, each with its options and its
+//!   typed report (the `--output json` contract).
+//! - [`run`]: a stage run: its stage, its locks, its ledger entry and events.
 //! - [`release`]: commits, run ids and the typed [`release::Release`]
 //!   (`Tested` -> `Built` -> `Deployed`).
-//! - [`stages`]: `test`, `build`, `deploy`, `promote` (and rollback), `status`.
+//! - [`stages`]: `test`, `build`, `deploy`, `task`, `promote` (and
+//!   rollback), `status`, `gc`, and the settings' user-data.
 //! - [`ports`]: the async traits the stages talk to, and their data.
-//! - [`aws`]: the ports implemented with the AWS SDK, one file per service.
-//! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).
-//! - [`error`]: the one error type and how it maps to exit codes.
-//! - [`iam`]: the least-privilege IAM policy the configured stages need.
-//! - [`ledger`]: the audit ledger and test verdicts in the state bucket.
+//! - [`aws`]: the ports implemented with the AWS SDK, one file per service,
+//!   and the one place that builds them all.
 //! - [`lock`]: the per-environment release lock and queue in the state bucket.
-//! - [`notify`]: stage events to webhooks, in the background, bounded.
-//! - [`run`]: a stage run: who started it, and the events around it.
+//! - [`ledger`]: the audit ledger and test verdicts in the state bucket.
 //! - [`recovery`]: what a killed run left, cleaned up by the run that takes
 //!   over its lock.
+//! - [`notify`]: stage events to webhooks, in the background, bounded.
+//! - [`wait`]: bounded polling and the interrupt (Ctrl-C, SIGTERM).
+//! - [`iam`]: the least-privilege IAM policy the configured stages need.
+//! - [`error`]: the one error type and the exit code of each kind.
 
 #![deny(missing_docs)]
 

@@ -60,13 +60,13 @@ impl LockPlan {
 /// Who holds a lock (or waits in the queue): the lock object's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
-    /// The run id.
+    /// The run that holds it: what release matches, and the run a takeover cleans up after.
     pub run: String,
     /// The stage it runs.
     pub stage: Stage,
     /// The commit, if the stage has one.
     pub commit: Option<String>,
-    /// Who started it.
+    /// Who started it, so a waiting user knows whom to ask.
     pub actor: Option<String>,
     /// Its CI job.
     pub job_url: Option<String>,

@@ -25,9 +25,9 @@ use crate::run::Stage;
 pub struct Event {
     /// What happened.
     pub event: EventKind,
-    /// The app.
+    /// Which app's pipeline it is (one channel may hear several).
     pub app: String,
-    /// The stage.
+    /// The stage that ran.
     pub stage: Stage,
     /// The environment (or slot), if the stage has one.
     pub env: Option<String>,

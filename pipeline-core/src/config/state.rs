@@ -14,7 +14,7 @@ use super::duration::{DurationText, duration};
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "StateConfig")]
 pub(super) struct RawState {
-    /// The bucket name.
+    /// The S3 bucket for locks and the audit ledger (one can serve many apps).
     bucket: String,
     /// An optional key prefix inside the bucket.
     #[serde(default)]

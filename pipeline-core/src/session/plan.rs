@@ -16,9 +16,9 @@ use crate::stages::promote::PromotePlan;
 pub struct PlanReport {
     /// The config file, as given.
     pub config: String,
-    /// The app.
+    /// The app the pipeline is for.
     pub app: String,
-    /// The home region.
+    /// Where builds and environments live.
     pub region: String,
     /// How the AMI is baked.
     pub build: BuildSummary,

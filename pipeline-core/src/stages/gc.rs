@@ -22,7 +22,7 @@ use crate::ports::{AutoScaling, Image, Images, Instances, tag};
 /// What gc works on, from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcPlan {
-    /// The app.
+    /// Whose AMIs and instances gc looks at (their `pipeline:app` tag).
     pub app: String,
     /// The home region, then every copy region.
     pub regions: Vec<String>,
@@ -34,7 +34,7 @@ pub struct GcPlan {
     pub task_age: Duration,
     /// The configured Auto Scaling groups.
     pub groups: Vec<String>,
-    /// Only report.
+    /// Report what would go, and remove nothing (to look before a first gc).
     pub dry_run: bool,
 }
 
@@ -106,9 +106,9 @@ pub struct GcOutcome {
 
 /// The ports gc uses.
 pub struct GcPorts<'a> {
-    /// Images.
+    /// Lists the app's AMIs in every region and deregisters the old ones.
     pub images: &'a dyn Images,
-    /// Instances.
+    /// Tells which AMIs are in use, and terminates orphans.
     pub instances: &'a dyn Instances,
     /// Auto Scaling, when groups are configured.
     pub auto_scaling: Option<&'a dyn AutoScaling>,

@@ -22,9 +22,9 @@ use provision::PROVISION_FAILED_MARKER;
 /// Everything the build stage needs, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildPlan {
-    /// The app name.
+    /// Tagged on the builder and the AMI; the AMI's name starts with it.
     pub app: String,
-    /// The home region.
+    /// Where the builder runs and the AMI is made (copies go elsewhere).
     pub region: String,
     /// Where the base image comes from.
     pub base_image: BaseImage,
@@ -91,9 +91,9 @@ pub struct BuildOutcome {
 
 /// The ports the build stage uses.
 pub struct BuildPorts<'a> {
-    /// AMIs.
+    /// Finds the base image and a commit's AMI, makes, copies and shares it.
     pub images: &'a dyn Images,
-    /// Instances.
+    /// Runs the builder and watches it power off.
     pub instances: &'a dyn Instances,
 }
 

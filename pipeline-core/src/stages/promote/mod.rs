@@ -31,11 +31,11 @@ use crate::wait::{self, Interrupt, Poll, Progress};
 /// Everything promote and rollback need, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotePlan {
-    /// The app name.
+    /// Whose instances count as serving a slot (their `pipeline:app` tag).
     pub app: String,
-    /// The hosted zone id.
+    /// The hosted zone that holds the record.
     pub zone: String,
-    /// The public record's name.
+    /// The name users reach the app at.
     pub record: String,
     /// CNAME or ALIAS.
     pub record_type: RecordType,
@@ -97,7 +97,7 @@ impl PromotePlan {
 pub struct PromotePorts<'a> {
     /// Instances (to check what a slot runs).
     pub instances: &'a dyn Instances,
-    /// The zone.
+    /// Reads and replaces the record, and watches the change get INSYNC.
     pub dns: &'a dyn Dns,
     /// Each slot's balancer, in the order of [`PromotePlan::slots`].
     pub balancers: [&'a dyn Balancer; 2],

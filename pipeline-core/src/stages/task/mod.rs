@@ -33,13 +33,13 @@ const SCRIPT_DELIMITER: &str = "PIPELINE_TASK_EOF";
 /// One task of one environment, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskPlan {
-    /// The app name.
+    /// Tagged on the task instance, so a killed run's is found.
     pub app: String,
     /// The environment it runs for.
     pub env: String,
     /// The task's name.
     pub name: String,
-    /// The shell command.
+    /// What the task does, run with the environment's settings exported.
     pub command: String,
     /// When a deploy runs it.
     pub when: TaskWhen,

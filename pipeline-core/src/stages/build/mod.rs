@@ -275,51 +275,57 @@ impl Bake<'_> {
             })?;
         tracing::info!("builder {builder} launched from {}; provisioning", base.id);
 
-        let mut made = None;
-        let result = self
-            .provision_and_image(&builder, &name, &base.id, &mut made)
-            .await;
-        match result {
-            Ok(image) => {
-                self.instances
-                    .terminate(std::slice::from_ref(&builder))
-                    .await?;
-                tracing::info!("builder {builder} terminated");
-                Ok((image, builder))
-            }
-            Err(err) => {
-                self.clean_up_failed_bake(&builder, made.as_deref(), &err)
-                    .await;
-                Err(err)
-            }
+        // Each step that fails cleans up what the bake made so far.
+        let began = Instant::now();
+        if let Err(err) = self.provision(&builder, began).await {
+            return Err(self.clean_up_failed_bake(&builder, None, err).await);
         }
+        let image_id = match self.create_image(&builder, &name, &base.id).await {
+            Ok(id) => id,
+            Err(err) => return Err(self.clean_up_failed_bake(&builder, None, err).await),
+        };
+        let image = match self.await_available(&self.plan.region, &image_id).await {
+            Ok(image) => image,
+            Err(err) => {
+                return Err(self
+                    .clean_up_failed_bake(&builder, Some(&image_id), err)
+                    .await);
+            }
+        };
+        tracing::info!(
+            "image {image_id} available after {}s",
+            began.elapsed().as_secs()
+        );
+        self.instances
+            .terminate(std::slice::from_ref(&builder))
+            .await?;
+        tracing::info!("builder {builder} terminated");
+        Ok((image, builder))
     }
 
-    async fn provision_and_image(
-        &self,
-        builder: &str,
-        name: &str,
-        base_id: &str,
-        made: &mut Option<String>,
-    ) -> Result<Image> {
-        let began = Instant::now();
+    /// Waits until the builder has run the provisioning script and powered
+    /// off, and reads the script's verdict off the console.
+    async fn provision(&self, builder: &str, began: Instant) -> Result<()> {
         self.await_power_off(builder).await?;
         tracing::info!(
             "builder {builder} powered off after {}s",
             began.elapsed().as_secs()
         );
-
         let console = self.instances.console_output(builder).await?;
-        if let Some(line) = console
+        match console
             .lines()
             .rev()
             .find(|l| l.contains(PROVISION_FAILED_MARKER))
         {
-            return Err(Error::BakeFailed {
+            Some(line) => Err(Error::BakeFailed {
                 reason: format!("the provisioning script failed ({})", line.trim()),
-            });
+            }),
+            None => Ok(()),
         }
+    }
 
+    /// CreateImage from the stopped builder, tagged at creation; the new AMI's id.
+    async fn create_image(&self, builder: &str, name: &str, base_id: &str) -> Result<String> {
         let description = format!(
             "{} {} baked from {base_id} by pipeline run {}",
             self.plan.app,
@@ -327,19 +333,12 @@ impl Bake<'_> {
             self.run
         );
         let tags = self.tagged(tag::ROLE_APP, name);
-        let region = &self.plan.region;
         let image_id = self
             .images
-            .create_image(region, builder, name, &description, &tags)
+            .create_image(&self.plan.region, builder, name, &description, &tags)
             .await?;
-        *made = Some(image_id.clone());
         tracing::info!("creating image {image_id} ({name})");
-        let image = self.await_available(region, &image_id).await?;
-        tracing::info!(
-            "image {image_id} available after {}s",
-            began.elapsed().as_secs()
-        );
-        Ok(image)
+        Ok(image_id)
     }
 
     async fn await_power_off(&self, builder: &str) -> Result<()> {
@@ -381,7 +380,13 @@ impl Bake<'_> {
 
     /// Best effort: every step is tried even if one fails, and failures are
     /// reported, since the original error is what the user needs first.
-    async fn clean_up_failed_bake(&self, builder: &str, image: Option<&str>, cause: &Error) {
+    /// Returns `cause`, for the caller to fail with.
+    async fn clean_up_failed_bake(
+        &self,
+        builder: &str,
+        image: Option<&str>,
+        cause: Error,
+    ) -> Error {
         tracing::error!("bake failed: {cause}; cleaning up");
         super::log_console_tail(self.instances, "builder", builder).await;
         if let Some(image) = image {
@@ -398,6 +403,7 @@ impl Bake<'_> {
                 tracing::error!("could not terminate builder {builder}: {e}; terminate it by hand")
             }
         }
+        cause
     }
 
     /// Makes sure the AMI exists in every `copy_to_regions` region: reuses a

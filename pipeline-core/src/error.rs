@@ -34,10 +34,13 @@ pub enum Error {
     },
 
     /// An AWS API call failed. Keeps the service's own error code and message.
-    #[error("AWS {operation} failed: {code}: {message}")]
+    #[error("AWS {operation} on {resource} failed: {code}: {message}")]
     Aws {
         /// The API operation, e.g. `RunInstances`.
         operation: &'static str,
+        /// What it acted on (`instance i-1`, `s3://bucket/key`), so the
+        /// user knows where to look.
+        resource: String,
         /// The service's error code, e.g. `InvalidAMIID.NotFound`.
         code: String,
         /// The service's error message.
@@ -122,6 +125,45 @@ pub enum Error {
     /// The run was interrupted (Ctrl-C or SIGTERM) and cleaned up after itself.
     #[error("interrupted; what this run created was cleaned up")]
     Interrupted,
+
+    /// A deploy into the slot that takes the traffic now: that is not
+    /// blue/green. Nothing was changed.
+    #[error(
+        "{slot} is the live slot ({record} points at it): deploy to the idle slot with `--slot idle`, or pass --allow-live to swap the fleet that takes the traffic (recorded in the ledger)"
+    )]
+    LiveSlot {
+        /// The live slot asked for.
+        slot: String,
+        /// The public record that points at it.
+        record: String,
+    },
+
+    /// The public record points at neither slot (a team's old server, say):
+    /// promote does not take it over unasked. Nothing was changed.
+    #[error(
+        "{record} points at {value}, which is neither {} nor {}: pass --adopt to take the record over (the ledger keeps its value, so rollback can return to it)",
+        slots[0], slots[1]
+    )]
+    ForeignRecord {
+        /// The record.
+        record: String,
+        /// What it points at now, as Route53 has it.
+        value: String,
+        /// The two slots.
+        slots: [String; 2],
+    },
+
+    /// The test verdict could not be recorded, so `build` would refuse
+    /// the commit.
+    #[error(
+        "the test verdict for {commit} cannot be recorded ({reason}), so `pipeline build` would refuse the commit; fix the credentials or state.bucket, or run with --no-record for a local run"
+    )]
+    NotRecorded {
+        /// The commit tested.
+        commit: String,
+        /// Why the state bucket could not be written.
+        reason: String,
+    },
 }
 
 /// Which exit the CLI takes for an error (see the CLI contract in the README).
@@ -133,6 +175,32 @@ pub enum ErrorKind {
     Failed,
     /// Another run holds the lock. Exit code 3.
     Locked,
+}
+
+impl Error {
+    /// The stable machine name of the error, `kind` in `--output json`
+    /// (docs/ci.md lists them).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Error::Config { .. } => "config",
+            Error::Input(_) => "bad_argument",
+            Error::NotFound { .. } => "not_found",
+            Error::Aws { .. } => "aws",
+            Error::Timeout { .. } => "timeout",
+            Error::BakeFailed { .. } => "bake_failed",
+            Error::NotBuilt { .. } => "never_built",
+            Error::DeployFailed { .. } => "deploy_failed",
+            Error::GuardFailed { .. } => "guard_refused",
+            Error::TaskFailed { .. } => "task_failed",
+            Error::Locked { .. } => "lock_held",
+            Error::Untested { .. } => "untested",
+            Error::TestFailed(_) => "test_failed",
+            Error::Interrupted => "interrupted",
+            Error::LiveSlot { .. } => "live_slot",
+            Error::ForeignRecord { .. } => "foreign_record",
+            Error::NotRecorded { .. } => "not_recorded",
+        }
+    }
 }
 
 impl ErrorKind {
@@ -151,7 +219,12 @@ impl Error {
     /// Sorts the error into an [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config { .. } | Error::Input(_) | Error::NotFound { .. } => ErrorKind::BadInput,
+            Error::Config { .. }
+            | Error::Input(_)
+            | Error::NotFound { .. }
+            | Error::LiveSlot { .. }
+            | Error::ForeignRecord { .. }
+            | Error::NotRecorded { .. } => ErrorKind::BadInput,
             Error::Aws { .. }
             | Error::Timeout { .. }
             | Error::BakeFailed { .. }
@@ -190,21 +263,124 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
-    #[test]
-    fn kinds_map_to_the_cli_contract() {
-        assert_eq!(Error::config("p.yaml", "x").kind(), ErrorKind::BadInput);
-        assert_eq!(Error::Input("x".into()).kind(), ErrorKind::BadInput);
-        assert_eq!(Error::Interrupted.kind(), ErrorKind::Failed);
-        let aws = Error::Aws {
+    fn aws() -> Error {
+        Error::Aws {
             operation: "RunInstances",
+            resource: "2 instance(s) of ami-1".into(),
             code: "InvalidParameterValue".into(),
             message: "bad".into(),
+        }
+    }
+
+    /// One of every error, with the kind and exit code the CLI contract
+    /// (docs/ci.md) gives it.
+    fn every_error() -> Vec<(Error, &'static str, u8)> {
+        let timeout = Error::Timeout {
+            what: "x".into(),
+            after: Duration::from_secs(1),
+            last_seen: "y".into(),
         };
-        assert_eq!(aws.kind(), ErrorKind::Failed);
-        assert_eq!(aws.aws_code(), Some("InvalidParameterValue"));
+        let slots = ["prod1".to_string(), "prod2".to_string()];
+        vec![
+            (Error::config("p.yaml", "x"), "config", 2),
+            (Error::Input("x".into()), "bad_argument", 2),
+            (
+                Error::NotFound {
+                    what: "base image".into(),
+                    detail: "x".into(),
+                },
+                "not_found",
+                2,
+            ),
+            (aws(), "aws", 1),
+            (timeout, "timeout", 1),
+            (Error::BakeFailed { reason: "x".into() }, "bake_failed", 1),
+            (Error::NotBuilt { commit: "c".into() }, "never_built", 1),
+            (
+                Error::DeployFailed { reason: "x".into() },
+                "deploy_failed",
+                1,
+            ),
+            (
+                Error::GuardFailed { reason: "x".into() },
+                "guard_refused",
+                1,
+            ),
+            (
+                Error::TaskFailed {
+                    task: "t".into(),
+                    reason: "x".into(),
+                },
+                "task_failed",
+                1,
+            ),
+            (
+                Error::Locked {
+                    scope: "s".into(),
+                    holder: "h".into(),
+                    expires_in: Duration::ZERO,
+                },
+                "lock_held",
+                3,
+            ),
+            (Error::Untested { commit: "c".into() }, "untested", 1),
+            (Error::TestFailed("x".into()), "test_failed", 1),
+            (Error::Interrupted, "interrupted", 1),
+            (
+                Error::LiveSlot {
+                    slot: "prod2".into(),
+                    record: "www".into(),
+                },
+                "live_slot",
+                2,
+            ),
+            (
+                Error::ForeignRecord {
+                    record: "www".into(),
+                    value: "old-box".into(),
+                    slots,
+                },
+                "foreign_record",
+                2,
+            ),
+            (
+                Error::NotRecorded {
+                    commit: "c".into(),
+                    reason: "x".into(),
+                },
+                "not_recorded",
+                2,
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_error_has_a_stable_kind_and_one_exit_code() {
+        let all = every_error();
+        for (err, kind, code) in &all {
+            assert_eq!(err.kind_name(), *kind, "{err}");
+            assert_eq!(err.kind().exit_code(), *code, "{err}");
+        }
+        let mut kinds: Vec<&str> = all.iter().map(|(_, k, _)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), all.len(), "kinds are distinct");
+        let documented = include_str!("../../docs/ci.md");
+        for kind in kinds {
+            assert!(
+                documented.contains(&format!("`{kind}`")),
+                "docs/ci.md names {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_aws_error_names_the_call_and_the_resource() {
+        let err = aws();
+        assert_eq!(err.aws_code(), Some("InvalidParameterValue"));
         assert_eq!(
-            aws.to_string(),
-            "AWS RunInstances failed: InvalidParameterValue: bad"
+            err.to_string(),
+            "AWS RunInstances on 2 instance(s) of ami-1 failed: InvalidParameterValue: bad"
         );
     }
 

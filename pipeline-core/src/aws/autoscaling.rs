@@ -50,7 +50,10 @@ impl AutoScaling for AutoScalingGroups {
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(sdk_error("DescribeAutoScalingGroups"))?;
+            .map_err(sdk_error(
+                "DescribeAutoScalingGroups",
+                format!("Auto Scaling group {name}"),
+            ))?;
         let group = out
             .auto_scaling_groups()
             .iter()
@@ -129,7 +132,10 @@ impl AutoScaling for AutoScalingGroups {
             .launch_template_data(data)
             .send()
             .await
-            .map_err(sdk_error("CreateLaunchTemplateVersion"))?;
+            .map_err(sdk_error(
+                "CreateLaunchTemplateVersion",
+                format!("launch template {template_id}"),
+            ))?;
         let number = out
             .launch_template_version()
             .and_then(|v| v.version_number())
@@ -160,7 +166,10 @@ impl AutoScaling for AutoScalingGroups {
             .max_size(max as i32)
             .send()
             .await
-            .map_err(sdk_error("UpdateAutoScalingGroup"))?;
+            .map_err(sdk_error(
+                "UpdateAutoScalingGroup",
+                format!("Auto Scaling group {name}"),
+            ))?;
         Ok(())
     }
 
@@ -171,7 +180,10 @@ impl AutoScaling for AutoScalingGroups {
             .set_scaling_processes(Some(SUSPENDED.map(String::from).to_vec()))
             .send()
             .await
-            .map_err(sdk_error("SuspendProcesses"))?;
+            .map_err(sdk_error(
+                "SuspendProcesses",
+                format!("Auto Scaling group {name}"),
+            ))?;
         Ok(())
     }
 
@@ -182,7 +194,10 @@ impl AutoScaling for AutoScalingGroups {
             .set_scaling_processes(Some(SUSPENDED.map(String::from).to_vec()))
             .send()
             .await
-            .map_err(sdk_error("ResumeProcesses"))?;
+            .map_err(sdk_error(
+                "ResumeProcesses",
+                format!("Auto Scaling group {name}"),
+            ))?;
         Ok(())
     }
 
@@ -194,7 +209,10 @@ impl AutoScaling for AutoScalingGroups {
             .versions(version)
             .send()
             .await
-            .map_err(sdk_error("DescribeLaunchTemplateVersions"))?;
+            .map_err(sdk_error(
+                "DescribeLaunchTemplateVersions",
+                format!("launch template {template_id} version {version}"),
+            ))?;
         Ok(out
             .launch_template_versions()
             .first()
@@ -212,7 +230,10 @@ impl AutoScaling for AutoScalingGroups {
                 .should_decrement_desired_capacity(true)
                 .send()
                 .await
-                .map_err(sdk_error("DetachInstances"))?;
+                .map_err(sdk_error(
+                    "DetachInstances",
+                    format!("Auto Scaling group {name}"),
+                ))?;
         }
         Ok(())
     }
@@ -223,7 +244,10 @@ impl AutoScaling for AutoScalingGroups {
             .tags(group_tag(name).value(max.to_string()).build())
             .send()
             .await
-            .map_err(sdk_error("CreateOrUpdateTags"))?;
+            .map_err(sdk_error(
+                "CreateOrUpdateTags",
+                format!("Auto Scaling group {name}"),
+            ))?;
         Ok(())
     }
 
@@ -233,7 +257,10 @@ impl AutoScaling for AutoScalingGroups {
             .tags(group_tag(name).build())
             .send()
             .await
-            .map_err(sdk_error("DeleteTags"))?;
+            .map_err(sdk_error(
+                "DeleteTags",
+                format!("Auto Scaling group {name}"),
+            ))?;
         Ok(())
     }
 }

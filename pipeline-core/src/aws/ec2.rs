@@ -59,7 +59,10 @@ async fn describe_images(
     region: &str,
     request: aws_sdk_ec2::operation::describe_images::builders::DescribeImagesFluentBuilder,
 ) -> Result<Vec<Image>> {
-    let out = request.send().await.map_err(sdk_error("DescribeImages"))?;
+    let out = request
+        .send()
+        .await
+        .map_err(sdk_error("DescribeImages", format!("images in {region}")))?;
     Ok(out
         .images()
         .iter()
@@ -193,7 +196,10 @@ impl Images for Ec2 {
             .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
             .send()
             .await
-            .map_err(sdk_error("CreateImage"))?;
+            .map_err(sdk_error(
+                "CreateImage",
+                format!("builder {instance_id} in {region}"),
+            ))?;
         Ok(out.image_id().unwrap_or_default().to_string())
     }
 
@@ -209,7 +215,10 @@ impl Images for Ec2 {
             .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
             .send()
             .await
-            .map_err(sdk_error("CopyImage"))?;
+            .map_err(sdk_error(
+                "CopyImage",
+                format!("image {} to {to_region}", source.id),
+            ))?;
         Ok(out.image_id().unwrap_or_default().to_string())
     }
 
@@ -228,7 +237,10 @@ impl Images for Ec2 {
             )
             .send()
             .await
-            .map_err(sdk_error("ModifyImageAttribute"))?;
+            .map_err(sdk_error(
+                "ModifyImageAttribute",
+                format!("image {image_id} in {region}"),
+            ))?;
         Ok(())
     }
 
@@ -240,7 +252,10 @@ impl Images for Ec2 {
             .attribute(ImageAttributeName::LaunchPermission)
             .send()
             .await
-            .map_err(sdk_error("DescribeImageAttribute"))?;
+            .map_err(sdk_error(
+                "DescribeImageAttribute",
+                format!("image {image_id} in {region}"),
+            ))?;
         Ok(out
             .launch_permissions()
             .iter()
@@ -255,7 +270,10 @@ impl Images for Ec2 {
             .delete_associated_snapshots(true)
             .send()
             .await
-            .map_err(sdk_error("DeregisterImage"))?;
+            .map_err(sdk_error(
+                "DeregisterImage",
+                format!("image {image_id} in {region}"),
+            ))?;
         Ok(())
     }
 }
@@ -293,7 +311,10 @@ impl Instances for Ec2 {
             .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
             .send()
             .await
-            .map_err(sdk_error("RunInstances"))?;
+            .map_err(sdk_error(
+                "RunInstances",
+                format!("{} instance(s) of {}", spec.count, spec.image_id),
+            ))?;
         Ok(out
             .instances()
             .iter()
@@ -330,7 +351,10 @@ impl Instances for Ec2 {
             .set_instance_ids(Some(ids.to_vec()))
             .send()
             .await
-            .map_err(sdk_error("TerminateInstances"))?;
+            .map_err(sdk_error(
+                "TerminateInstances",
+                format!("instances {}", ids.join(", ")),
+            ))?;
         Ok(())
     }
 
@@ -341,7 +365,7 @@ impl Instances for Ec2 {
             .instance_id(id)
             .send()
             .await
-            .map_err(sdk_error("GetConsoleOutput"))?;
+            .map_err(sdk_error("GetConsoleOutput", format!("instance {id}")))?;
         let encoded = out.output().unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -464,7 +488,7 @@ async fn all_instances(
             .set_next_token(token)
             .send()
             .await
-            .map_err(sdk_error("DescribeInstances"))?;
+            .map_err(sdk_error("DescribeInstances", "instances"))?;
         found.extend(
             out.reservations()
                 .iter()

@@ -46,7 +46,7 @@ impl Balancer for ClassicElb {
             .load_balancer_name(&self.name)
             .send()
             .await
-            .map_err(sdk_error("DescribeInstanceHealth"))?;
+            .map_err(sdk_error("DescribeInstanceHealth", self.name()))?;
         Ok(out
             .instance_states()
             .iter()
@@ -71,7 +71,7 @@ impl Balancer for ClassicElb {
             .set_instances(Some(instances(ids)))
             .send()
             .await
-            .map_err(sdk_error("RegisterInstancesWithLoadBalancer"))?;
+            .map_err(sdk_error("RegisterInstancesWithLoadBalancer", self.name()))?;
         Ok(())
     }
 
@@ -82,7 +82,10 @@ impl Balancer for ClassicElb {
             .set_instances(Some(instances(ids)))
             .send()
             .await
-            .map_err(sdk_error("DeregisterInstancesFromLoadBalancer"))?;
+            .map_err(sdk_error(
+                "DeregisterInstancesFromLoadBalancer",
+                self.name(),
+            ))?;
         Ok(())
     }
 
@@ -93,7 +96,7 @@ impl Balancer for ClassicElb {
             .load_balancer_name(&self.name)
             .send()
             .await
-            .map_err(sdk_error("DescribeLoadBalancerAttributes"))?;
+            .map_err(sdk_error("DescribeLoadBalancerAttributes", self.name()))?;
         let draining = out
             .load_balancer_attributes()
             .and_then(|a| a.connection_draining());
@@ -110,7 +113,7 @@ impl Balancer for ClassicElb {
             .load_balancer_names(&self.name)
             .send()
             .await
-            .map_err(sdk_error("DescribeLoadBalancers"))?;
+            .map_err(sdk_error("DescribeLoadBalancers", self.name()))?;
         let lb = out
             .load_balancer_descriptions()
             .first()

@@ -47,7 +47,7 @@ impl Balancer for TargetGroup {
             .target_group_arn(&self.arn)
             .send()
             .await
-            .map_err(sdk_error("DescribeTargetHealth"))?;
+            .map_err(sdk_error("DescribeTargetHealth", self.name()))?;
         Ok(out
             .target_health_descriptions()
             .iter()
@@ -83,7 +83,7 @@ impl Balancer for TargetGroup {
             .set_targets(Some(targets(ids)))
             .send()
             .await
-            .map_err(sdk_error("RegisterTargets"))?;
+            .map_err(sdk_error("RegisterTargets", self.name()))?;
         Ok(())
     }
 
@@ -94,7 +94,7 @@ impl Balancer for TargetGroup {
             .set_targets(Some(targets(ids)))
             .send()
             .await
-            .map_err(sdk_error("DeregisterTargets"))?;
+            .map_err(sdk_error("DeregisterTargets", self.name()))?;
         Ok(())
     }
 
@@ -105,7 +105,7 @@ impl Balancer for TargetGroup {
             .target_group_arn(&self.arn)
             .send()
             .await
-            .map_err(sdk_error("DescribeTargetGroupAttributes"))?;
+            .map_err(sdk_error("DescribeTargetGroupAttributes", self.name()))?;
         let seconds = out
             .attributes()
             .iter()
@@ -122,7 +122,7 @@ impl Balancer for TargetGroup {
             .target_group_arns(&self.arn)
             .send()
             .await
-            .map_err(sdk_error("DescribeTargetGroups"))?;
+            .map_err(sdk_error("DescribeTargetGroups", self.name()))?;
         let lb_arn = groups
             .target_groups()
             .first()
@@ -137,7 +137,7 @@ impl Balancer for TargetGroup {
             .load_balancer_arns(lb_arn)
             .send()
             .await
-            .map_err(sdk_error("DescribeLoadBalancers"))?;
+            .map_err(sdk_error("DescribeLoadBalancers", self.name()))?;
         let lb = out
             .load_balancers()
             .first()

@@ -46,46 +46,65 @@ pub fn balancer(sdk: &aws_config::SdkConfig, config: &LoadBalancer) -> Box<dyn B
 }
 
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::error::Error;
 
-/// Converts an SDK error into [`Error::Aws`], keeping the service's code and
-/// message. Errors that never reached the service (no connection, no
-/// credentials) get a code that says so and the full error chain.
-pub(crate) fn sdk_error<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> Error
+/// Converts an SDK error on `resource` into [`Error::Aws`], keeping the
+/// service's code and message. Errors that never reached the service (no
+/// connection, no credentials) get a code that says so and a plain reason;
+/// never the SDK's internals (bodies, headers, type names).
+pub(crate) fn sdk_error<E, R>(
+    operation: &'static str,
+    resource: impl Into<String>,
+) -> impl FnOnce(SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    let resource = resource.into();
     move |err| {
-        if matches!(err, SdkError::DispatchFailure(_)) && is_credentials_failure(&err) {
-            return Error::Aws {
-                operation,
-                code: "NoCredentials".into(),
-                message: "no AWS credentials found in the standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, web identity, instance role); configure one for this job".into(),
-            };
-        }
-        let code = err.code().map(str::to_string).unwrap_or_else(|| {
-            match &err {
-                SdkError::ConstructionFailure(_) => "RequestNotBuilt",
-                SdkError::TimeoutError(_) => "RequestTimeout",
-                SdkError::DispatchFailure(_) => "NoConnection",
-                _ => "Unknown",
-            }
-            .to_string()
-        });
-        let message = err
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
-        Error::Aws {
+        let aws = |code: &str, message: String| Error::Aws {
             operation,
-            code,
+            resource,
+            code: code.to_string(),
             message,
+        };
+        if matches!(err, SdkError::DispatchFailure(_)) && is_credentials_failure(&err) {
+            return aws(
+                "NoCredentials",
+                "no AWS credentials found in the standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, web identity, instance role); configure one for this job".into(),
+            );
         }
+        if let (Some(code), message) = (err.code(), err.message()) {
+            let message = message.unwrap_or("(no message)").to_string();
+            return aws(code, message);
+        }
+        let (code, what) = match &err {
+            SdkError::ConstructionFailure(_) => {
+                ("RequestNotBuilt", "the request could not be built")
+            }
+            SdkError::TimeoutError(_) => ("RequestTimeout", "the request timed out"),
+            SdkError::DispatchFailure(_) => ("NoConnection", "could not reach the AWS endpoint"),
+            SdkError::ResponseError(_) => ("BadResponse", "AWS's answer could not be read"),
+            _ => ("Unknown", "AWS answered with an error and no code"),
+        };
+        let message = match root_cause(&err) {
+            Some(cause) => format!("{what} ({cause})"),
+            None => what.to_string(),
+        };
+        aws(code, message)
     }
+}
+
+/// The innermost error of a chain (an I/O error's "Connection refused",
+/// say), if the chain has more than one.
+fn root_cause(err: &dyn std::error::Error) -> Option<String> {
+    let mut last = err.source()?;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    Some(last.to_string())
 }
 
 /// Whether a request failed because no credentials could be loaded. The SDK

@@ -77,7 +77,10 @@ impl Dns for Route53 {
             .max_items(20)
             .send()
             .await
-            .map_err(sdk_error("ListResourceRecordSets"))?;
+            .map_err(sdk_error(
+                "ListResourceRecordSets",
+                format!("{name} in hosted zone {zone}"),
+            ))?;
         let mut found = Vec::new();
         for set in out.resource_record_sets() {
             if fqdn(set.name()).to_ascii_lowercase() != wanted {
@@ -152,7 +155,10 @@ impl Dns for Route53 {
             )
             .send()
             .await
-            .map_err(sdk_error("ChangeResourceRecordSets"))?;
+            .map_err(sdk_error(
+                "ChangeResourceRecordSets",
+                format!("hosted zone {zone}"),
+            ))?;
         Ok(out
             .change_info()
             .map(|c| c.id().to_string())
@@ -166,7 +172,7 @@ impl Dns for Route53 {
             .id(change_id)
             .send()
             .await
-            .map_err(sdk_error("GetChange"))?;
+            .map_err(sdk_error("GetChange", format!("change {change_id}")))?;
         Ok(out.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync))
     }
 }

@@ -43,6 +43,11 @@ impl StateBucket {
         format!("{}{key}", self.prefix)
     }
 
+    /// The object at `key`, for messages: `s3://bucket/prefix/key`.
+    fn object(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(key))
+    }
+
     /// A PutObject of the JSON `body` at `key`, to send as is or with a
     /// condition.
     fn put_request(&self, key: &str, body: &[u8]) -> PutObjectFluentBuilder {
@@ -76,11 +81,12 @@ impl StateStore for StateBucket {
         let out = match out {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(sdk_error("GetObject")(e)),
+            Err(e) => return Err(sdk_error("GetObject", self.object(key))(e)),
         };
         let etag = out.e_tag().unwrap_or_default().to_string();
         let body = out.body.collect().await.map_err(|e| crate::Error::Aws {
             operation: "GetObject",
+            resource: self.object(key),
             code: "ReadFailed".into(),
             message: e.to_string(),
         })?;
@@ -95,7 +101,7 @@ impl StateStore for StateBucket {
         match out {
             Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
             Err(e) if refused(e.code()) => Ok(Written::Refused),
-            Err(e) => Err(sdk_error("PutObject")(e)),
+            Err(e) => Err(sdk_error("PutObject", self.object(key))(e)),
         }
     }
 
@@ -105,7 +111,7 @@ impl StateStore for StateBucket {
             Ok(out) => Ok(Written::Done(out.e_tag().unwrap_or_default().to_string())),
             // A missing object fails If-Match with NoSuchKey: not ours either.
             Err(e) if refused(e.code()) || e.code() == Some("NoSuchKey") => Ok(Written::Refused),
-            Err(e) => Err(sdk_error("PutObject")(e)),
+            Err(e) => Err(sdk_error("PutObject", self.object(key))(e)),
         }
     }
 
@@ -113,7 +119,7 @@ impl StateStore for StateBucket {
         self.put_request(key, body)
             .send()
             .await
-            .map_err(sdk_error("PutObject"))?;
+            .map_err(sdk_error("PutObject", self.object(key)))?;
         Ok(())
     }
 
@@ -124,7 +130,7 @@ impl StateStore for StateBucket {
             .key(self.key(key))
             .send()
             .await
-            .map_err(sdk_error("DeleteObject"))?;
+            .map_err(sdk_error("DeleteObject", self.object(key)))?;
         Ok(())
     }
 
@@ -140,7 +146,7 @@ impl StateStore for StateBucket {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(sdk_error("ListObjectsV2"))?;
+                .map_err(sdk_error("ListObjectsV2", self.object(prefix)))?;
             keys.extend(out.contents().iter().filter_map(|o| {
                 Some(Listed {
                     key: o.key()?.get(self.prefix.len()..)?.to_string(),

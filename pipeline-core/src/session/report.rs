@@ -38,10 +38,30 @@ pub fn json<R: Report>(report: &R) -> String {
 pub fn error_json(err: &Error) -> String {
     serde_json::json!({
         "ok": false,
+        "kind": err.kind_name(),
         "error": err.to_string(),
         "exit_code": err.kind().exit_code(),
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_carries_its_kind_message_and_exit_code() {
+        let err = Error::Locked {
+            scope: "prod1".into(),
+            holder: "deploy run r".into(),
+            expires_in: std::time::Duration::from_secs(5),
+        };
+        let json: serde_json::Value = serde_json::from_str(&error_json(&err)).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["kind"], "lock_held");
+        assert_eq!(json["exit_code"], 3);
+        assert!(json["error"].as_str().unwrap().contains("prod1 is locked"));
+    }
 }
 
 /// The keys of a report's JSON object, sorted (for the tests that pin them).

@@ -207,6 +207,7 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
     dns.expect_replace().times(1).returning(|_, _, _| {
         Err(Error::Aws {
             operation: "ChangeResourceRecordSets",
+            resource: "hosted zone Z1".into(),
             code: "InvalidChangeBatch".into(),
             message: "Tried to delete resource record set but it was not found".into(),
         })

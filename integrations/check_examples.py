@@ -45,6 +45,12 @@ def calls():
         return len(f.readlines())
 
 
+def job_env(example, aws):
+    """What the wrapper logs beside each call: which example, and whether
+    the job it runs in has AWS credentials (the e2e suite gives it only those)."""
+    return {"PIPELINE_EXAMPLE": example, "PIPELINE_JOB_AWS": "1" if aws else "0"}
+
+
 def run(where, script, env=None):
     """Runs `script` with bash; each must call the wrapper at least once."""
     before = calls()
@@ -136,9 +142,10 @@ def circleci():
                 continue
             own = {k: v for k, v in given.items() if k not in workflow_keys}
             params = bind(spec.get("parameters", {}), own, where)
+            aws = bool(params.get("role-arn"))
             for command, env in expand(spec["steps"], params, orb, where):
                 if re.match(r"\s*pipeline\s", command):
-                    run(where, command, {k: str(v) for k, v in env.items()})
+                    run(where, command, {**{k: str(v) for k, v in env.items()}, **job_env("circleci", aws)})
 
 
 def github():
@@ -146,9 +153,12 @@ def github():
     inputs = action["inputs"]
     workflow = load("integrations/github/example-workflow.yml")
     expr = re.compile(r"^\$\{\{\s*inputs\.([\w-]+)\s*\}\}$")
-    for job_name, job in workflow["jobs"].items():
-        for step in job["steps"]:
+    for job_name, spec in workflow["jobs"].items():
+        aws = False
+        for step in spec["steps"]:
             uses = step.get("uses", "")
+            if uses.startswith("aws-actions/configure-aws-credentials"):
+                aws = True
             if not (uses == "./" or re.search(r"/pipeline@", uses)):
                 continue
             where = f"github {job_name}"
@@ -173,7 +183,7 @@ def github():
             install, stage = action["runs"]["steps"]
             subprocess.run(["bash", "-euo", "pipefail", "-c", install["run"]],
                            env={**os.environ, **env}, check=True, capture_output=True)
-            run(where, stage["run"], env)
+            run(where, stage["run"], {**env, **job_env("github", aws)})
 
 
 def jenkins():
@@ -189,13 +199,14 @@ def jenkins():
         cmd = opts["command"]
         argv = ["pipeline", "--config", opts.get("config", "pipeline.yaml"), "--output", "json", cmd]
         if cmd == "deploy":
-            argv += ["--env", opts["env"]]
+            argv += ["--slot", opts["slot"]] if opts.get("slot") else ["--env", opts["env"]]
         if cmd == "promote" and opts.get("to"):
             argv += ["--to", opts["to"]]
         extra = opts.get("args", "").split()
         argv += ["--"] + extra if cmd == "test" else extra
-        run(f"jenkins {cmd} {opts.get('env', opts.get('to', ''))}".strip(),
-            " ".join(f"'{a}'" for a in argv))
+        # The agents' instance role gives every stage AWS credentials.
+        run(f"jenkins {cmd} {opts.get('env', opts.get('slot', opts.get('to', '')))}".strip(),
+            " ".join(f"'{a}'" for a in argv), job_env("jenkins", True))
     if found < 5:
         fail(f"Jenkinsfile.example: {found} pipelineStep calls, expected test, build, 2 deploys, promote")
 

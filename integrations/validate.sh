@@ -40,7 +40,8 @@ YAML
 mkdir "$tmp/bin"
 cat > "$tmp/bin/pipeline" <<'SH'
 #!/usr/bin/env bash
-echo "$*" >> "$PIPELINE_CALLS"
+# One line a call: the example, whether its job has AWS credentials, the arguments.
+echo "${PIPELINE_EXAMPLE:-?}|${PIPELINE_JOB_AWS:-?}|$*" >> "$PIPELINE_CALLS"
 args=() sep=
 for a in "$@"; do
   if [ "$a" = -- ] && [ -z "$sep" ]; then args+=(--help); sep=1; fi

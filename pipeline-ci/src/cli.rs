@@ -37,15 +37,26 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// How long to wait for a lock another run holds (e.g. 10m); 0 fails at
-    /// once with exit code 3. A waiting deploy is superseded (exit 0) when
-    /// a newer one queues behind it.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
-    pub lock_timeout: std::time::Duration,
-
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--lock-timeout`, on the commands that take a lock.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LockWait {
+    /// How long to wait for a lock another run holds (e.g. 10m); 0 fails at
+    /// once with exit code 3. A waiting deploy is superseded (exit 0) when
+    /// a newer one queues behind it.
+    #[arg(long = "lock-timeout", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// Which production slot `deploy --slot` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlotChoice {
+    /// The slot the public record does not point at (with none live, the first).
+    Idle,
 }
 
 /// The result format on stdout.
@@ -65,6 +76,10 @@ pub enum Command {
         /// The commit under test [default: the CI's commit variable, then `git rev-parse HEAD`].
         #[arg(long)]
         commit: Option<String>,
+        /// Run the tests without recording the verdict (no config, no AWS):
+        /// `pipeline build` will refuse the commit.
+        #[arg(long)]
+        no_record: bool,
         /// The test command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -77,19 +92,31 @@ pub enum Command {
         /// Bake even though `pipeline test` recorded no pass for the commit (recorded in the ledger).
         #[arg(long)]
         skip_test_gate: bool,
+        #[command(flatten)]
+        lock: LockWait,
     },
     /// Swap fresh instances of the commit's AMI in behind an environment's
     /// balancer; the old ones leave only once every new one is healthy.
+    #[command(group = clap::ArgGroup::new("target").required(true).args(["env", "slot"]))]
     Deploy {
         /// The environment, as named under `environments` in the config.
         #[arg(long, value_name = "NAME")]
-        env: String,
+        env: Option<String>,
+        /// `idle`: the production slot the public record does not point at.
+        #[arg(long, value_enum)]
+        slot: Option<SlotChoice>,
+        /// Deploy into the slot that takes the traffic now (not blue/green;
+        /// recorded in the ledger).
+        #[arg(long)]
+        allow_live: bool,
         /// The commit whose AMI to deploy [default: the CI's commit variable, then `git rev-parse HEAD`].
         #[arg(long, conflicts_with = "ami")]
         commit: Option<String>,
         /// Deploy this AMI (one `pipeline build` made) instead of looking it up by commit.
         #[arg(long, value_name = "ID")]
         ami: Option<String>,
+        #[command(flatten)]
+        lock: LockWait,
     },
     /// Run one of an environment's release tasks by hand, on a one-shot
     /// instance from the commit's AMI with the environment's settings.
@@ -105,6 +132,8 @@ pub enum Command {
         ami: Option<String>,
         /// The task, as named under `environments.NAME.tasks`.
         name: String,
+        #[command(flatten)]
+        lock: LockWait,
     },
     /// Point the public record at a production slot, once it runs the commit
     /// on enough healthy instances (one atomic Route53 change).
@@ -115,9 +144,18 @@ pub enum Command {
         /// The commit the slot must run [default: the CI's commit variable, then `git rev-parse HEAD`].
         #[arg(long)]
         commit: Option<String>,
+        /// Take over a record that points at neither slot (an old server);
+        /// the ledger keeps its value, so rollback can return to it.
+        #[arg(long)]
+        adopt: bool,
+        #[command(flatten)]
+        lock: LockWait,
     },
     /// Point the public record back at the other slot (it must still be healthy).
-    Rollback,
+    Rollback {
+        #[command(flatten)]
+        lock: LockWait,
+    },
     /// Show what each environment runs, how healthy it is, and which slot is live.
     Status {
         /// Also write a one-page HTML dashboard (with the last ledger events) to FILE.
@@ -148,6 +186,8 @@ pub enum Command {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        lock: LockWait,
     },
     /// Print the least-privilege IAM policy the configured stages need
     /// (offline: reads only the config).
@@ -173,7 +213,7 @@ impl Command {
             Command::Deploy { .. } => Some("deploy"),
             Command::Task { .. } => Some("task"),
             Command::Promote { .. } => Some("promote"),
-            Command::Rollback => Some("rollback"),
+            Command::Rollback { .. } => Some("rollback"),
             Command::Gc { .. } => Some("gc"),
             Command::Unlock { .. } => Some("unlock"),
             _ => None,

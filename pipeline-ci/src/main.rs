@@ -25,8 +25,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use pipeline_core::config::Config;
 use pipeline_core::session::{
-    self, BuildOptions, DeployOptions, GcOptions, HistoryOptions, PlanReport, PromoteOptions,
-    RollbackOptions, Session, StatusOptions, TaskOptions, TestOptions, UnlockOptions,
+    self, BuildOptions, DeployOptions, DeployTarget, GcOptions, HistoryOptions, PlanReport,
+    PromoteOptions, RollbackOptions, Session, StatusOptions, TaskOptions, TestOptions,
+    UnlockOptions,
 };
 use pipeline_core::stages::test::Output;
 use pipeline_core::wait::Interrupt;
@@ -63,7 +64,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         };
     }
     let env = |name: &str| std::env::var(name).ok();
-    let wait = cli.lock_timeout;
     let shown = cli.config.display().to_string();
     let step = cli.command.stage();
     match cli.command {
@@ -89,7 +89,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             Ok(output::report(format, &PlanReport::new(&config, &shown)?))
         }
-        Command::Test { commit, command } => {
+        Command::Test {
+            commit,
+            no_record,
+            command,
+        } => {
             let options = TestOptions {
                 commit: commit::resolve(commit.as_deref(), env)?,
                 command,
@@ -98,37 +102,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     OutputFormat::Json => Output::Stderr,
                 },
             };
-            if !cli.config.exists() {
+            if no_record {
                 tracing::warn!(
-                    "no {shown}: the verdict is not recorded, so `pipeline build` will not find it"
+                    "--no-record: the verdict is not recorded; `pipeline build` will refuse the commit"
                 );
                 let interrupt = Interrupt::on_signals();
                 return report!(session::test_unrecorded(options, &interrupt));
+            }
+            if !cli.config.exists() {
+                return Err(Error::NotRecorded {
+                    commit: options.commit.to_string(),
+                    reason: format!("there is no {shown} to find the state bucket in"),
+                });
             }
             report!(open(&cli.config, step).await?.test(options))
         }
         Command::Build {
             commit,
             skip_test_gate,
+            lock,
         } => {
             let config = Config::load(&cli.config)?;
             let options = BuildOptions {
                 commit: commit::resolve(commit.as_deref(), env)?,
                 skip_test_gate,
-                lock_wait: wait,
+                lock_wait: lock.timeout,
             };
             report!(start(config, step).await?.build(options))
         }
         Command::Deploy {
             env: name,
+            slot,
+            allow_live,
             commit,
             ami,
+            lock,
         } => {
             let config = Config::load(&cli.config)?;
             let options = DeployOptions {
-                env: name,
+                target: match (name, slot) {
+                    (Some(name), _) => DeployTarget::Env(name),
+                    (None, _) => DeployTarget::IdleSlot,
+                },
+                allow_live,
                 release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
-                lock_wait: wait,
+                lock_wait: lock.timeout,
             };
             report!(start(config, step).await?.deploy(options))
         }
@@ -137,27 +155,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commit,
             ami,
             name: task,
+            lock,
         } => {
             let config = Config::load(&cli.config)?;
             let options = TaskOptions {
                 env: name,
                 task,
                 release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
-                lock_wait: wait,
+                lock_wait: lock.timeout,
             };
             report!(start(config, step).await?.task(options))
         }
-        Command::Promote { to, commit } => {
+        Command::Promote {
+            to,
+            commit,
+            adopt,
+            lock,
+        } => {
             let config = Config::load(&cli.config)?;
             let options = PromoteOptions {
                 to,
+                adopt,
                 commit: commit::resolve(commit.as_deref(), env)?,
-                lock_wait: wait,
+                lock_wait: lock.timeout,
             };
             report!(start(config, step).await?.promote(options))
         }
-        Command::Rollback => {
-            let options = RollbackOptions { lock_wait: wait };
+        Command::Rollback { lock } => {
+            let options = RollbackOptions {
+                lock_wait: lock.timeout,
+            };
             report!(open(&cli.config, step).await?.rollback(options))
         }
         Command::Status { html } => {
@@ -182,11 +209,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .unlock(UnlockOptions { scope })
             )
         }
-        Command::Gc { keep, dry_run } => {
+        Command::Gc {
+            keep,
+            dry_run,
+            lock,
+        } => {
             let options = GcOptions {
                 keep,
                 dry_run,
-                lock_wait: wait,
+                lock_wait: lock.timeout,
             };
             report!(open(&cli.config, step).await?.gc(options))
         }

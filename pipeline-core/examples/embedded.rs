@@ -15,7 +15,7 @@ use std::time::Duration;
 use pipeline_core::config::Config;
 use pipeline_core::release::{Commit, ReleaseRef};
 use pipeline_core::run::Actor;
-use pipeline_core::session::{BuildOptions, DeployOptions, DeployReport, Session};
+use pipeline_core::session::{BuildOptions, DeployOptions, DeployReport, DeployTarget, Session};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -69,7 +69,8 @@ pub async fn run(
     // Built -> Deployed: swapped in behind the environment's balancer.
     let deployed = session
         .deploy(DeployOptions {
-            env: env.to_string(),
+            target: DeployTarget::Env(env.to_string()),
+            allow_live: false,
             release: ReleaseRef::Commit(commit),
             lock_wait: Duration::ZERO,
         })

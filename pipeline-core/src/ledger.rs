@@ -104,6 +104,10 @@ pub struct Entry {
     pub run: String,
     /// Anything else worth keeping (a skipped test gate, a lock taken over).
     pub note: Option<String>,
+    /// The record sets an adopting promote replaced (they pointed at
+    /// neither slot), for rollback to return to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<crate::ports::Record>,
 }
 
 /// The ledger of one app in the state bucket.
@@ -202,16 +206,41 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The test gate: the commit's latest test verdict must be `passed`;
-    /// then the commit is a release that may be built.
-    pub async fn test_gate(&self, commit: Commit) -> Result<Release<Tested>> {
+    /// The newest entry of `stage` that ended `outcome`: one listing (the
+    /// keys name the stage), then one GetObject per such entry, newest
+    /// first, until one matches.
+    pub async fn latest(&self, stage: Stage, outcome: Outcome) -> Result<Option<Entry>> {
+        let keys = self.store.list(&format!("ledger/{}/", self.app)).await?;
+        for listed in keys.iter().rev() {
+            let name = listed.key.rsplit('/').next().unwrap_or_default();
+            if name.split('_').nth(1) != Some(stage.as_str()) {
+                continue;
+            }
+            if let Some(stored) = self.store.get(&listed.key).await?
+                && let Ok(entry) = serde_json::from_slice::<Entry>(&stored.body)
+                && entry.outcome == outcome
+            {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The commit's latest test verdict, if any (one GetObject): also how
+    /// `pipeline test` finds out, before it runs, whether it can record one.
+    pub async fn verdict(&self, commit: &Commit) -> Result<Option<Entry>> {
         let key = format!("tests/{}/{commit}.json", self.app);
-        let verdict = self
+        Ok(self
             .store
             .get(&key)
             .await?
-            .and_then(|s| serde_json::from_slice::<Entry>(&s.body).ok());
-        match verdict {
+            .and_then(|s| serde_json::from_slice::<Entry>(&s.body).ok()))
+    }
+
+    /// The test gate: the commit's latest test verdict must be `passed`;
+    /// then the commit is a release that may be built.
+    pub async fn test_gate(&self, commit: Commit) -> Result<Release<Tested>> {
+        match self.verdict(&commit).await? {
             Some(entry) if entry.outcome == Outcome::Passed => {
                 tracing::info!(
                     "test gate: {commit} passed its tests ({} run {})",

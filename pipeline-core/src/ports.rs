@@ -200,7 +200,7 @@ pub struct AppInstance {
 }
 
 /// Where a balancer answers: what a DNS record points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// The balancer's DNS name.
     pub dns_name: String,
@@ -209,7 +209,7 @@ pub struct Endpoint {
 }
 
 /// What a DNS record points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     /// A CNAME to a DNS name.
     Cname(String),
@@ -239,7 +239,7 @@ pub fn normalise_host(name: &str) -> String {
 
 /// One DNS record set: a name, what it points at, its TTL (CNAME only),
 /// and for a weighted record its set identifier and weight.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// The record's name, e.g. `www.example.com`.
     pub name: String,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EventKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ledger::{Entry, Ledger, Outcome, rfc3339_now};
 use crate::lock::{Acquired, Claim, Holder, Lock, LockPlan};
 use crate::notify::{Event, Notifier};
@@ -210,14 +210,14 @@ impl<'a> StageRun<'a> {
                         entry.env = Some(scope.clone());
                         entry.note =
                             Some(format!("took over the expired lock of {}", old.describe()));
-                        run.record(&entry).await;
+                        let _ = run.record(&entry).await;
                     }
                     run.locks.push(held);
                 }
                 Ok(Acquired::Superseded(newer)) => {
                     let mut entry = run.entry(Outcome::Superseded, None);
                     entry.note = Some(format!("superseded by {}", newer.describe()));
-                    run.record(&entry).await;
+                    let _ = run.record(&entry).await;
                     run.release().await;
                     return Ok(Begun::Superseded(newer));
                 }
@@ -290,6 +290,7 @@ impl<'a> StageRun<'a> {
                 let mut entry = self.entry(outcome, None);
                 entry.ami = d.ami.clone();
                 entry.instances = d.instances;
+                entry.replaced = d.replaced;
                 // A stage that ran and reports failure (a failing test).
                 let kind = if outcome == Outcome::Failed {
                     EventKind::Failed
@@ -306,11 +307,24 @@ impl<'a> StageRun<'a> {
                 )
             }
         };
-        self.record(&entry).await;
+        let recorded = self.record(&entry).await;
         self.release().await;
         self.tracking.notifier.send(&event);
         self.tracking.notifier.flush().await;
-        result
+        match (result, recorded) {
+            // A test run is its verdict: unrecorded, `build` refuses the commit.
+            (Ok(_), Err(e)) if self.stage == Stage::Test => Err(Error::NotRecorded {
+                commit: self.commit.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            }),
+            (result, _) => result,
+        }
+    }
+
+    /// Names the environment the run acts on, once it is known (a deploy
+    /// to the idle slot learns it under its locks).
+    pub fn about(&mut self, env: &str) {
+        self.env = Some(env.to_string());
     }
 
     async fn release(&mut self) {
@@ -319,13 +333,17 @@ impl<'a> StageRun<'a> {
         }
     }
 
-    async fn record(&self, entry: &Entry) {
-        if let Err(e) = self.tracking.ledger.record(entry).await {
+    /// Writes `entry`; a failure is a warning (and the error, for the
+    /// caller that cannot do without the entry).
+    async fn record(&self, entry: &Entry) -> Result<()> {
+        let written = self.tracking.ledger.record(entry).await.map(|_| ());
+        if let Err(e) = &written {
             tracing::warn!(
                 "could not write the ledger entry of this {} run: {e}",
                 self.stage
             );
         }
+        written
     }
 
     fn entry(&self, outcome: Outcome, error: Option<String>) -> Entry {
@@ -343,6 +361,7 @@ impl<'a> StageRun<'a> {
             error,
             run: self.id.to_string(),
             note: self.note.clone(),
+            replaced: Vec::new(),
         }
     }
 
@@ -380,4 +399,7 @@ pub struct Details {
     pub outcome: Option<Outcome>,
     /// A note for the ledger entry, after any the run already has.
     pub note: Option<String>,
+    /// The record sets a promote replaced that pointed at neither slot
+    /// (`--adopt`), kept so rollback can return to them.
+    pub replaced: Vec<crate::ports::Record>,
 }

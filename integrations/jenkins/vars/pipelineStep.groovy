@@ -7,11 +7,12 @@
 //
 //   def built = pipelineStep(command: 'build')          // built.ami
 //   pipelineStep(command: 'deploy', env: 'staging')
-//   pipelineStep(command: 'promote', to: 'prod2')
+//   pipelineStep(command: 'deploy', slot: 'idle')        // the slot www does not point at
+//   pipelineStep(command: 'promote')                     // to it, once it runs the commit
 //   pipelineStep(command: 'test', args: 'cargo test --locked')
 //
 // Arguments: command (test|build|deploy|promote|rollback|status, required),
-// env (deploy), to (promote, optional), commit (default GIT_COMMIT, which the
+// env or slot (deploy; slot: 'idle'), to (promote, optional), commit (default GIT_COMMIT, which the
 // binary reads itself), args (extra arguments split on spaces; for test, the test command),
 // config (default pipeline.yaml), binary (default `pipeline` on PATH),
 // failOnError (default true: a non-zero exit fails the build, with the error).
@@ -23,8 +24,9 @@ def call(Map opts = [:]) {
                          '--output', 'json', command]
     switch (command) {
         case 'deploy':
-            if (!opts.env) { error('pipeline: deploy needs env') }
-            argv += ['--env', opts.env as String]
+            if (opts.slot) { argv += ['--slot', opts.slot as String] }
+            else if (opts.env) { argv += ['--env', opts.env as String] }
+            else { error('pipeline: deploy needs env or slot') }
             break
         case 'promote':
             if (opts.to) { argv += ['--to', opts.to as String] }

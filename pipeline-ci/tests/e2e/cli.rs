@@ -89,6 +89,7 @@ async fn test_command_streams_and_reports() {
     let pass = env
         .ok(&[
             "test",
+            "--no-record",
             "--commit",
             SHA,
             "--",
@@ -109,6 +110,7 @@ async fn test_command_streams_and_reports() {
             "--output",
             "json",
             "test",
+            "--no-record",
             "--commit",
             SHA,
             "--",
@@ -125,9 +127,55 @@ async fn test_command_streams_and_reports() {
     assert!(fail.stderr.contains("boom"), "{fail:#?}");
 
     let missing = env
-        .pipeline(&["test", "--commit", SHA, "--", "/nonexistent/cmd"])
+        .pipeline(&[
+            "test",
+            "--no-record",
+            "--commit",
+            SHA,
+            "--",
+            "/nonexistent/cmd",
+        ])
         .await;
     assert_eq!(missing.code, 2, "{missing:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_that_cannot_be_recorded_fails_before_the_tests_run() {
+    let env = Env::new().await;
+    let tests = [
+        "--output", "json", "test", "--commit", SHA, "--", "sh", "-c", "echo ran",
+    ];
+    let refused = |run: &crate::support::Run, why: &str| {
+        assert_eq!(run.code, 2, "{why}: {run:#?}");
+        assert_eq!(run.json()["kind"], "not_recorded", "{why}: {run:#?}");
+        assert!(
+            run.stderr.contains("`pipeline build` would refuse"),
+            "{why}: {run:#?}"
+        );
+        assert!(
+            !run.stderr.contains("ran"),
+            "{why}: the tests did not run: {run:#?}"
+        );
+    };
+    // No config to find the state bucket in.
+    refused(&env.pipeline(&tests).await, "no config");
+    // A config, but no AWS credentials.
+    env.write_config(&env.config(""));
+    refused(
+        &env.pipeline_in_job(&tests, &[], false).await,
+        "no credentials",
+    );
+    // A config whose state bucket does not exist.
+    env.write_config(&env.config("").replace(
+        &format!("bucket: {}", env.world.state_bucket),
+        "bucket: no-such-bucket",
+    ));
+    refused(&env.pipeline(&tests).await, "no bucket");
+    // With both, the verdict is where build's test gate reads it.
+    env.write_config(&env.config(""));
+    env.ok(&tests).await;
+    let verdict = env.state_object(&format!("tests/shop/{SHA}.json")).await;
+    assert_eq!(verdict.expect("the verdict")["outcome"], "passed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,15 +2,18 @@
 //! and their example flows work: `integrations/validate.sh` checks the files
 //! against check-jsonschema's vendored schemas and runs every `pipeline`
 //! invocation of the examples through the binary's parser, listing them;
-//! this test then runs that list, in order, against moto.
+//! these tests then run each example's list, in order, for three releases
+//! in a row against moto: a release train, blue/green from the second
+//! release on.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pipeline_fixtures::{BuilderBehaviour, guest, seed_balancers, seed_hosted_zone};
 
-use crate::support::{Env, SHA, classic, target_group};
+use crate::support::{Env, Kind, SHA, SHA2, SHA3, classic, healthy, target_group};
 
 /// Runs validate.sh; returns the `pipeline` argument lines it recorded.
 fn validate() -> Vec<String> {
@@ -46,13 +49,51 @@ fn validate() -> Vec<String> {
     lines.lines().map(str::to_string).collect()
 }
 
+/// The calls validate.sh found (once for the whole suite): (example, the
+/// job has AWS credentials, the arguments).
+fn calls() -> &'static [(String, bool, String)] {
+    static CALLS: OnceLock<Vec<(String, bool, String)>> = OnceLock::new();
+    CALLS.get_or_init(|| {
+        validate()
+            .iter()
+            .map(|line| {
+                let mut parts = line.splitn(3, '|');
+                let example = parts.next().unwrap_or_default().to_string();
+                let aws = parts.next() == Some("1");
+                (example, aws, parts.next().unwrap_or_default().to_string())
+            })
+            .collect()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ci_integrations_validate_and_their_flows_run_against_moto() {
-    let calls = tokio::task::block_in_place(validate);
-    assert!(
-        calls.len() >= 15,
-        "every example's steps were found: {calls:?}"
-    );
+async fn the_circleci_example_runs_a_release_train() {
+    release_train("circleci", "CIRCLE_SHA1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_example_runs_a_release_train() {
+    release_train("github", "GITHUB_SHA").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jenkins_example_runs_a_release_train() {
+    release_train("jenkins", "GIT_COMMIT").await;
+}
+
+/// Runs `example`'s steps, in order, for three releases in a row, each job
+/// with only what the real job would have: the commit in `commit_var` and
+/// AWS credentials if the job sets them up. Through Route53 and the
+/// balancers: each release ends live on the other slot, and the slot it
+/// left still serves the release before (ready for a rollback).
+async fn release_train(example: &str, commit_var: &str) {
+    let calls = tokio::task::block_in_place(calls);
+    let steps: Vec<(bool, &str)> = calls
+        .iter()
+        .filter(|(e, _, _)| e == example)
+        .map(|(_, aws, args)| (*aws, args.as_str()))
+        .collect();
+    assert!(steps.len() >= 5, "{example}'s steps were found: {calls:?}");
 
     // A world the examples' pipeline.yaml describes: staging, two slots, a zone.
     let env = Env::new().await;
@@ -61,34 +102,81 @@ async fn ci_integrations_validate_and_their_flows_run_against_moto() {
         BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
     );
     let staging = seed_balancers(&env.sdk, &env.world, "staging", 1).await;
-    let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", 1).await;
-    let prod2 = seed_balancers(&env.sdk, &env.world, "prod2", 1).await;
+    let slots = [
+        (
+            "prod1",
+            seed_balancers(&env.sdk, &env.world, "prod1", 1).await,
+        ),
+        (
+            "prod2",
+            seed_balancers(&env.sdk, &env.world, "prod2", 1).await,
+        ),
+    ];
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
     env.write_config(&format!(
         "{}environments:\n{}{}{}promote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n",
         env.config(""),
         env.environment("staging", &classic(&staging)),
-        env.environment("prod1", &target_group(&prod1)),
-        env.environment("prod2", &target_group(&prod2)),
+        env.environment("prod1", &target_group(&slots[0].1)),
+        env.environment("prod2", &target_group(&slots[1].1)),
     ));
 
-    // Each example's steps in order, as its CI would run them. The project's
-    // own test command is stood in for by `true`; the commit comes from the
-    // CI's variable, as in CircleCI.
-    for line in &calls {
-        let mut args: Vec<&str> = line.split_whitespace().collect();
-        if let Some(dashes) = args.iter().position(|a| *a == "--") {
-            args.truncate(dashes + 1);
-            args.push("true");
+    let mut before: Option<(&str, &str)> = None;
+    for sha in [SHA, SHA2, SHA3] {
+        for (aws, line) in &steps {
+            // The project's own test command is stood in for by `true`.
+            let mut args: Vec<&str> = line.split_whitespace().collect();
+            if let Some(dashes) = args.iter().position(|a| *a == "--") {
+                args.truncate(dashes + 1);
+                args.push("true");
+            }
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| a.trim_matches('\'').to_string())
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = env.pipeline_in_job(&args, &[(commit_var, sha)], *aws).await;
+            assert_eq!(
+                run.code, 0,
+                "{example} release {sha}: pipeline {line}: {run:#?}"
+            );
         }
-        let run = env.pipeline_with(&args, &[("CIRCLE_SHA1", SHA)]).await;
-        assert_eq!(run.code, 0, "pipeline {line}: {run:#?}");
+        let live = record_target(&env, &zone).await;
+        let (slot, balancers) = slots
+            .iter()
+            .find(|(_, b)| b.alb_dns_name.eq_ignore_ascii_case(&live))
+            .unwrap_or_else(|| panic!("{example}: www points at a slot, not {live}"));
+        let serving = env.live_instances(slot, sha).await;
+        assert_eq!(serving.len(), 2, "{example}: {slot} runs {sha}");
+        assert_eq!(healthy(&env, balancers, Kind::TargetGroup).await, serving);
+        if let Some((previous, previous_sha)) = before {
+            assert_ne!(
+                *slot, previous,
+                "{example}: release {sha} went live on the other slot"
+            );
+            let (_, previous_balancers) = slots.iter().find(|(s, _)| *s == previous).unwrap();
+            let still = env.live_instances(previous, previous_sha).await;
+            assert_eq!(
+                still.len(),
+                2,
+                "{example}: {previous} still runs {previous_sha}"
+            );
+            assert_eq!(
+                healthy(&env, previous_balancers, Kind::TargetGroup).await,
+                still,
+                "{example}: {previous} still serves, ready for a rollback"
+            );
+        }
+        assert_eq!(env.live_instances("staging", sha).await.len(), 2);
+        before = Some((slot, sha));
     }
+}
 
-    // Through the API: the record points at prod2, which runs the commit.
+/// Where www points, through ListResourceRecordSets.
+async fn record_target(env: &Env, zone: &str) -> String {
     let records = aws_sdk_route53::Client::new(&env.sdk)
         .list_resource_record_sets()
-        .hosted_zone_id(&zone)
+        .hosted_zone_id(zone)
         .send()
         .await
         .unwrap();
@@ -97,13 +185,8 @@ async fn ci_integrations_validate_and_their_flows_run_against_moto() {
         .iter()
         .find(|r| r.name().starts_with("www."))
         .expect("promote created the record");
-    assert_eq!(
-        www.resource_records()[0]
-            .value()
-            .trim_end_matches('.')
-            .to_lowercase(),
-        prod2.alb_dns_name.to_lowercase()
-    );
-    assert_eq!(env.live_instances("prod2", SHA).await.len(), 2);
-    assert_eq!(env.live_instances("staging", SHA).await.len(), 2);
+    www.resource_records()[0]
+        .value()
+        .trim_end_matches('.')
+        .to_string()
 }

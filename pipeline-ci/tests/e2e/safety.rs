@@ -7,10 +7,9 @@ use std::time::Duration;
 use pipeline_fixtures::{BuilderBehaviour, Guest, guest, seed_balancers};
 
 use crate::support::{
-    Env, Kind, SHA, SHA2, classic, eventually, healthy, registered, target_group,
+    Env, Kind, SHA, SHA2, SHA3, classic, eventually, healthy, registered, target_group,
 };
 
-const SHA3: &str = "1111111111111111111111111111111111111111";
 const SHA4: &str = "2222222222222222222222222222222222222222";
 
 /// prod1 (2 instances) behind the seeded `kind` of balancer, which drains

@@ -12,6 +12,8 @@ use pipeline_fixtures::{Balancers, Call, Moto, World};
 pub const SHA: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// Another commit SHA.
 pub const SHA2: &str = "9c1185a5c5e9fc54612808977ee8f548b2258d31";
+/// A third.
+pub const SHA3: &str = "1111111111111111111111111111111111111111";
 
 /// A moto server with a seeded world and a scratch directory.
 pub struct Env {
@@ -189,6 +191,28 @@ build:
         self.spawn_with(args, extra_env).wait().await
     }
 
+    /// [`Env::pipeline_with`] as a CI job runs it: with the moto world's
+    /// AWS credentials only if the job has some (`aws`).
+    pub async fn pipeline_in_job(
+        &self,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        aws: bool,
+    ) -> Run {
+        let mut child = self.command(args, extra_env);
+        if !aws {
+            child
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+        }
+        Child {
+            child: child.spawn().expect("the pipeline binary runs"),
+            started: Instant::now(),
+        }
+        .wait()
+        .await
+    }
+
     /// [`Env::pipeline`], which must exit 0.
     pub async fn ok(&self, args: &[&str]) -> Run {
         let run = self.pipeline(args).await;
@@ -216,6 +240,16 @@ build:
 
     /// Starts the binary with extra environment variables.
     pub fn spawn_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        let mut cmd = self.command(args, extra_env);
+        Child {
+            child: cmd.spawn().expect("the pipeline binary runs"),
+            started: Instant::now(),
+        }
+    }
+
+    /// The binary with `args`, pointed at moto and run in the scratch
+    /// directory with a clean environment and `extra_env`.
+    fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
         cmd.args(args)
             .current_dir(&self.dir)
@@ -229,10 +263,7 @@ build:
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        Child {
-            child: cmd.spawn().expect("the pipeline binary runs"),
-            started: Instant::now(),
-        }
+        cmd
     }
 
     /// Calls recorded since the last reset that the pipeline binary made.

@@ -9,17 +9,31 @@ use serde::Serialize;
 
 use super::{Report, Session, secs};
 use crate::config::EventKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::release::ReleaseRef;
 use crate::run::{Begun, Details, RunSpec, Stage, StageRun};
 use crate::stages::deploy::{DeployOutcome, DeployPlan};
+use crate::stages::promote::{self, PromotePlan, Slot};
 use crate::stages::task::TaskOutcome;
+
+/// Where a deploy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployTarget {
+    /// An environment by name (a production slot is checked not to be live).
+    Env(String),
+    /// The production slot the public record does not point at (`--slot
+    /// idle`), chosen under both slots' locks.
+    IdleSlot,
+}
 
 /// What to deploy where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployOptions {
-    /// The environment.
-    pub env: String,
+    /// The environment, or the idle slot.
+    pub target: DeployTarget,
+    /// Deploy into the slot that takes the traffic now (`--allow-live`),
+    /// which is not blue/green; the ledger records it.
+    pub allow_live: bool,
     /// The release: a commit's AMI, or an AMI by id.
     pub release: ReleaseRef,
     /// How long to wait in the environment's queue for a deploy in
@@ -42,6 +56,8 @@ pub enum DeployReport {
 pub struct DeployedReport {
     /// The environment.
     pub env: String,
+    /// For a production slot: `idle`, or `live` (with `--allow-live`).
+    pub slot: Option<&'static str>,
     /// The commit it runs.
     pub commit: String,
     /// The AMI it runs.
@@ -101,6 +117,7 @@ impl From<&DeployOutcome> for DeployedReport {
         let state = out.release.state();
         DeployedReport {
             env: state.env.clone(),
+            slot: None,
             commit: out.release.commit().to_string(),
             ami: state.ami.clone(),
             new: state.instances.clone(),
@@ -122,9 +139,13 @@ impl fmt::Display for DeployReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeployReport::Deployed(d) => {
+                let slot = d
+                    .slot
+                    .map(|s| format!(" (the {s} slot)"))
+                    .unwrap_or_default();
                 write!(
                     f,
-                    "{}: {} ({}) on {}",
+                    "{}{slot}: {} ({}) on {}",
                     d.env,
                     d.commit,
                     d.ami,
@@ -155,31 +176,69 @@ impl fmt::Display for DeployReport {
 
 impl Report for DeployReport {}
 
+/// A production slot's part when a deploy into it starts.
+enum SlotUse {
+    /// Not a production slot.
+    None,
+    /// The slot the record does not point at.
+    Idle,
+    /// The slot that takes the traffic, allowed by `--allow-live`.
+    Live,
+}
+
 impl Session {
-    /// Deploys the release to the environment; see
+    /// Deploys the release to the environment (or the idle slot); see
     /// [`crate::stages::deploy`]. A deploy waiting for the environment's
-    /// lock is superseded by a newer one queued behind it.
+    /// lock is superseded by a newer one queued behind it. A deploy into a
+    /// production slot takes both slots' locks (as promote does), so it
+    /// never races a promote, and refuses the live slot unless allowed.
     pub async fn deploy(&self, options: DeployOptions) -> Result<DeployReport> {
-        let plan = DeployPlan::new(&self.config, &options.env)?;
+        // Checked before any lock: the target, and a named environment's plan.
+        let promote = match &options.target {
+            DeployTarget::IdleSlot => Some(self.promote_plan().map_err(|_| {
+                Error::Input(
+                    "--slot idle needs a `promote` section naming the two slots; deploy with --env NAME".into(),
+                )
+            })?),
+            DeployTarget::Env(name) => {
+                DeployPlan::new(&self.config, name)?;
+                match &self.config.promote {
+                    Some(p) if p.slots.contains(name) => Some(self.promote_plan()?),
+                    _ => None,
+                }
+            }
+        };
+        let (env, scopes) = match (&promote, &options.target) {
+            (Some(p), DeployTarget::Env(name)) => (Some(name.clone()), p.slots.to_vec()),
+            (Some(p), DeployTarget::IdleSlot) => (None, p.slots.to_vec()),
+            (None, DeployTarget::Env(name)) => (Some(name.clone()), vec![name.clone()]),
+            (None, DeployTarget::IdleSlot) => unreachable!("the idle slot has a promote plan"),
+        };
         let spec = RunSpec {
-            env: Some(options.env.clone()),
+            env: env.clone(),
             commit: options.release.commit().cloned(),
-            scopes: vec![options.env.clone()],
+            scopes,
             lock_wait: options.lock_wait,
             ..RunSpec::new(Stage::Deploy)
         };
-        let run = match StageRun::begin_queued(&self.tracking, spec, &self.interrupt).await? {
+        let mut run = match StageRun::begin_queued(&self.tracking, spec, &self.interrupt).await? {
             Begun::Running(run) => run,
             Begun::Superseded(newer) => {
                 return Ok(DeployReport::Superseded(SupersededReport {
                     superseded: true,
-                    env: options.env,
+                    env: env.unwrap_or_else(|| "the idle slot".into()),
                     by: newer.describe(),
                     by_commit: newer.commit,
                 }));
             }
         };
         let result = async {
+            let (env, slot) = match (&promote, env) {
+                (Some(plan), _) => self.choose_slot(plan, &options, &mut run).await?,
+                (None, Some(name)) => (name, SlotUse::None),
+                (None, None) => unreachable!("the idle slot has a promote plan"),
+            };
+            let plan = DeployPlan::new(&self.config, &env)?;
             let release = options
                 .release
                 .resolve(
@@ -188,25 +247,66 @@ impl Session {
                     &self.config.app,
                 )
                 .await?;
-            release
-                .deploy(
-                    &plan,
-                    self.adapters.deploy(&options.env),
-                    run.id(),
-                    &self.interrupt,
-                )
-                .await
+            let outcome = release
+                .deploy(&plan, self.adapters.deploy(&env), run.id(), &self.interrupt)
+                .await?;
+            Ok((outcome, slot))
         }
         .await;
-        let outcome = run
-            .finish(result, EventKind::Succeeded, |o| Details {
+        let (outcome, slot) = run
+            .finish(result, EventKind::Succeeded, |(o, _)| Details {
                 ami: Some(o.release.state().ami.clone()),
+                env: Some(o.release.state().env.clone()),
                 commit: Some(o.release.commit().to_string()),
                 instances: o.release.state().instances.clone(),
                 ..Details::default()
             })
             .await?;
-        Ok(DeployReport::Deployed(DeployedReport::from(&outcome)))
+        let mut report = DeployedReport::from(&outcome);
+        report.slot = match slot {
+            SlotUse::None => None,
+            SlotUse::Idle => Some("idle"),
+            SlotUse::Live => Some("live"),
+        };
+        Ok(DeployReport::Deployed(report))
+    }
+
+    /// Under both slots' locks: which slot the deploy goes to (one read of
+    /// the record), and whether that is allowed. The live slot (or, mid
+    /// shift, either) is refused unless `allow_live`, which the ledger notes.
+    async fn choose_slot(
+        &self,
+        plan: &PromotePlan,
+        options: &DeployOptions,
+        run: &mut StageRun<'_>,
+    ) -> Result<(String, SlotUse)> {
+        let live = promote::live(plan, &self.adapters.promote(plan)).await?;
+        let slot = match &options.target {
+            DeployTarget::IdleSlot => live.slot.map_or(Slot::First, Slot::other),
+            DeployTarget::Env(name) => plan.slot(name)?,
+        };
+        let name = plan.slots[slot].clone();
+        run.about(&name);
+        let takes_traffic = live.slot == Some(slot) || live.weights.is_some();
+        if !takes_traffic {
+            tracing::info!(
+                "deploying to {name}, the idle slot ({})",
+                match live.slot {
+                    Some(s) => format!("{} points at {}", plan.record, plan.slots[s]),
+                    None => format!("{} points at neither slot", plan.record),
+                }
+            );
+            return Ok((name, SlotUse::Idle));
+        }
+        if !options.allow_live {
+            return Err(Error::LiveSlot {
+                slot: name,
+                record: plan.record.clone(),
+            });
+        }
+        tracing::warn!("deploying into {name}, which takes traffic now (--allow-live)");
+        run.note(format!("deployed into the live slot {name} (--allow-live)"));
+        Ok((name, SlotUse::Live))
     }
 }
 
@@ -219,6 +319,7 @@ mod tests {
     fn the_json_fields_are_the_contract() {
         let deployed = DeployReport::Deployed(DeployedReport {
             env: "staging".into(),
+            slot: None,
             commit: "c".into(),
             ami: "ami-1".into(),
             new: vec!["i-new".into()],
@@ -246,6 +347,7 @@ mod tests {
                 "phases",
                 "removed",
                 "run",
+                "slot",
                 "tasks"
             ]
         );

@@ -30,7 +30,9 @@ mod test;
 mod unlock;
 
 pub use build::{BuildOptions, BuildReport};
-pub use deploy::{DeployOptions, DeployReport, DeployedReport, SupersededReport, TaskRun};
+pub use deploy::{
+    DeployOptions, DeployReport, DeployTarget, DeployedReport, SupersededReport, TaskRun,
+};
 pub use gc::GcOptions;
 pub use plan::PlanReport;
 pub use promote::{PromoteOptions, RollbackOptions};

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ledger::Outcome;
 use crate::release::Commit;
 use crate::run::{Details, RunSpec, Stage, StageRun};
-use crate::stages::promote::{self, Flip, PromotePlan};
+use crate::stages::promote::{self, Flip, Foreign, PromotePlan};
 
 /// Where to flip, and what must serve there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct PromoteOptions {
     pub to: Option<String>,
     /// The commit the slot must run on enough healthy instances.
     pub commit: Commit,
+    /// Take over a record that points at neither slot (`--adopt`).
+    pub adopt: bool,
     /// How long to wait for a run holding either slot's lock.
     pub lock_wait: Duration,
 }
@@ -32,7 +34,14 @@ pub struct RollbackOptions {
 
 impl fmt::Display for Flip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.changed {
+        if let (true, None, Some(value)) = (self.changed, &self.commit, &self.adopted) {
+            write!(
+                f,
+                "{} -> {value} again, as before {} took it over",
+                self.record,
+                self.from.as_deref().unwrap_or("a slot")
+            )
+        } else if self.changed {
             write!(
                 f,
                 "{} -> {} ({}), {} healthy instance(s) of {}; was {}",
@@ -41,7 +50,10 @@ impl fmt::Display for Flip {
                 self.target,
                 self.healthy,
                 self.commit.as_deref().unwrap_or("?"),
-                self.from.as_deref().unwrap_or("nothing")
+                self.from
+                    .as_deref()
+                    .or(self.adopted.as_deref())
+                    .unwrap_or("nothing")
             )
         } else {
             write!(
@@ -74,7 +86,13 @@ impl Session {
         };
         let run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
         let ports = self.adapters.promote(&plan);
-        let result = promote::promote(&plan, &ports, to, &options.commit, &self.interrupt).await;
+        let foreign = if options.adopt {
+            Foreign::Adopt
+        } else {
+            Foreign::Refuse
+        };
+        let result =
+            promote::promote(&plan, &ports, to, &options.commit, foreign, &self.interrupt).await;
         run.finish(result, EventKind::Promoted, flip_details).await
     }
 
@@ -89,7 +107,18 @@ impl Session {
         };
         let run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
         let ports = self.adapters.promote(&plan);
-        let result = promote::rollback(&plan, &ports, &self.interrupt).await;
+        let result = async {
+            // What the last promote took over, if it adopted a foreign record.
+            let adopted = self
+                .tracking
+                .ledger
+                .latest(Stage::Promote, Outcome::Promoted)
+                .await?
+                .map(|entry| entry.replaced)
+                .filter(|replaced| !replaced.is_empty());
+            promote::rollback(&plan, &ports, adopted, &self.interrupt).await
+        }
+        .await;
         run.finish(result, EventKind::RolledBack, flip_details)
             .await
     }
@@ -106,6 +135,11 @@ fn flip_details(flip: &Flip) -> Details {
         commit: flip.commit.clone(),
         // A slot that was live already: the ledger says nothing changed.
         outcome: (!flip.changed).then_some(Outcome::Unchanged),
+        note: flip
+            .adopted
+            .as_ref()
+            .map(|value| format!("the record pointed at {value}")),
+        replaced: flip.replaced.clone(),
         ..Details::default()
     }
 }
@@ -127,10 +161,13 @@ mod tests {
             steps: vec![100],
             commit: Some("c".into()),
             healthy: 2,
+            adopted: None,
+            replaced: vec![],
         };
         assert_eq!(
             keys(&flip),
             [
+                "adopted",
                 "change_ids",
                 "changed",
                 "commit",

@@ -45,6 +45,15 @@ pub fn error_json(err: &Error) -> String {
     .to_string()
 }
 
+/// The keys of a report's JSON object, sorted (for the tests that pin them).
+#[cfg(test)]
+pub(crate) fn keys<R: Report>(report: &R) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(&json(report)).unwrap();
+    let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,13 +71,4 @@ mod tests {
         assert_eq!(json["exit_code"], 3);
         assert!(json["error"].as_str().unwrap().contains("prod1 is locked"));
     }
-}
-
-/// The keys of a report's JSON object, sorted (for the tests that pin them).
-#[cfg(test)]
-pub(crate) fn keys<R: Report>(report: &R) -> Vec<String> {
-    let value: serde_json::Value = serde_json::from_str(&json(report)).unwrap();
-    let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    keys
 }

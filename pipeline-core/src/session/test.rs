@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Report, Session, secs};
 use crate::config::EventKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ledger::Outcome;
 use crate::release::Commit;
 use crate::run::{Details, RunSpec, Stage, StageRun};
@@ -76,8 +76,16 @@ impl Report for TestReport {
 
 impl Session {
     /// Runs the tests and records the verdict (`passed` or `failed`) in
-    /// the ledger.
+    /// the ledger, where `build`'s test gate reads it. A verdict that
+    /// cannot be recorded is [`Error::NotRecorded`]: the state bucket is
+    /// read first (one call), so that shows before the tests run.
     pub async fn test(&self, options: TestOptions) -> Result<TestReport> {
+        if let Err(e) = self.tracking.ledger.verdict(&options.commit).await {
+            return Err(Error::NotRecorded {
+                commit: options.commit.to_string(),
+                reason: e.to_string(),
+            });
+        }
         let spec = RunSpec {
             commit: Some(options.commit.clone()),
             ..RunSpec::new(Stage::Test)

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Report, Session};
 use crate::config::EventKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock;
 use crate::run::{Details, RunSpec, Stage, StageRun};
 use crate::wait::Interrupt;
@@ -42,6 +42,22 @@ impl Session {
     /// Removes the lock of `scope` whoever holds it; the ledger records
     /// whose it was.
     pub async fn unlock(&self, options: UnlockOptions) -> Result<UnlockReport> {
+        let scope = &options.scope;
+        let build = scope
+            .strip_prefix("build-")
+            .is_some_and(|sha| sha.len() == 12 && sha.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !(build || scope == "gc" || self.config.environments.contains_key(scope)) {
+            let known: Vec<&str> = self
+                .config
+                .environments
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(Error::Input(format!(
+                "no lock {scope:?}: a lock belongs to an environment ({}), `gc`, or a build (`build-` and the commit's first 12 hex digits)",
+                known.join(", ")
+            )));
+        }
         let spec = RunSpec {
             env: Some(options.scope.clone()),
             ..RunSpec::new(Stage::Unlock)

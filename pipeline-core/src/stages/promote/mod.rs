@@ -178,19 +178,49 @@ pub struct Flip {
     pub commit: Option<String>,
     /// Healthy instances behind the new live slot.
     pub healthy: usize,
+    /// What the record pointed at before an adopting promote took it over
+    /// (`--adopt`), or what a rollback returned it to.
+    pub adopted: Option<String>,
+    /// The record sets an adopting promote replaced, for the ledger (so a
+    /// rollback can return to them).
+    #[serde(skip)]
+    pub replaced: Vec<Record>,
+}
+
+/// How promote treats a record that points at neither slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Refuse ([`Error::ForeignRecord`]): never taken over unasked.
+    Refuse,
+    /// Take it over (`--adopt`); the flip keeps what it replaced.
+    Adopt,
 }
 
 /// Points the record at `to` (default: the slot that is not live), after
 /// checking that `to` runs `commit` on enough healthy instances; gradually
-/// if `promote.steps` says so.
+/// if `promote.steps` says so. Promoting the live slot changes nothing, if
+/// it runs `commit`; a record that points at neither slot is taken over
+/// only when `foreign` says so.
 pub async fn promote(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
     to: Option<Slot>,
     commit: &Commit,
+    foreign: Foreign,
     interrupt: &Interrupt,
 ) -> Result<Flip> {
     let live = live(plan, ports).await?;
+    let adopted = match (live.slot, live.records.first()) {
+        (None, Some(_)) if foreign == Foreign::Refuse => {
+            return Err(Error::ForeignRecord {
+                record: plan.record.clone(),
+                value: describe(&live.records),
+                slots: plan.slots.clone(),
+            });
+        }
+        (None, Some(_)) => Some(describe(&live.records)),
+        _ => None,
+    };
     let target = match (to, live.slot, live.weights) {
         (Some(slot), _, _) => slot,
         (None, Some(current), None) => current.other(),
@@ -206,8 +236,12 @@ pub async fn promote(
     };
     check_record_type(plan, &live)?;
     if live.slot == Some(target) && live.weights.is_none() {
-        tracing::info!("{} is live already: nothing to do", plan.slots[target]);
-        let serving = serving(plan, ports, target, None).await.ok();
+        // The live slot is guarded too: it must run the commit.
+        let serving = serving(plan, ports, target, Some(commit)).await?;
+        tracing::info!(
+            "{} is live already and runs {commit}: nothing to do",
+            plan.slots[target]
+        );
         return Ok(Flip {
             record: plan.record.clone(),
             from: Some(plan.slots[target].clone()),
@@ -220,12 +254,34 @@ pub async fn promote(
             changed: false,
             change_ids: vec![],
             steps: vec![],
-            commit: serving.as_ref().map(|r| r.commit().to_string()),
-            healthy: serving.map_or(0, |r| r.state().instances.len()),
+            commit: Some(serving.commit().to_string()),
+            healthy: serving.state().instances.len(),
+            adopted: None,
+            replaced: vec![],
         });
     }
     let release = serving(plan, ports, target, Some(commit)).await?;
-    shift(plan, ports, live, release, interrupt).await
+    let mut flip = shift(plan, ports, live.clone(), release, interrupt).await?;
+    if adopted.is_some() {
+        flip.adopted = adopted;
+        flip.replaced = live.records;
+    }
+    Ok(flip)
+}
+
+/// What record sets point at, for messages: `old-box.example.com (CNAME)`.
+fn describe(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| {
+            let kind = match r.target {
+                Target::Cname(_) => "CNAME",
+                Target::Alias(_) => "ALIAS",
+            };
+            format!("{} ({kind})", r.target.host())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Moves traffic to the slot `release` serves in, step by step, checking
@@ -291,16 +347,22 @@ async fn shift(
         steps,
         commit: Some(release.commit().to_string()),
         healthy,
+        adopted: None,
+        replaced: vec![],
     })
 }
 
 /// Points the record back at the slot that is not live (all of the
 /// traffic, at once), after checking it is still healthy. In the middle of
 /// a gradual shift it puts all traffic back on the slot that had the larger
-/// share (the one being shifted away from).
+/// share (the one being shifted away from). When the other slot has
+/// nothing to serve and the live slot took the record over from
+/// `adopted` (the record sets an adopting promote replaced), the record
+/// returns to those.
 pub async fn rollback(
     plan: &PromotePlan,
     ports: &PromotePorts<'_>,
+    adopted: Option<Vec<Record>>,
     interrupt: &Interrupt,
 ) -> Result<Flip> {
     let live = live(plan, ports).await?;
@@ -317,7 +379,34 @@ pub async fn rollback(
         Some(_) => current,
         None => current.other(),
     };
-    let release = serving(plan, ports, target, None).await?;
+    let release = match (serving(plan, ports, target, None).await, adopted) {
+        (Ok(release), _) => release,
+        (Err(Error::GuardFailed { reason }), Some(previous)) if live.weights.is_none() => {
+            tracing::info!(
+                "{reason}; returning {} to what it pointed at before {} took it over",
+                plan.record,
+                plan.slots[current]
+            );
+            let id = change(plan, ports, &live.records, &previous, interrupt).await?;
+            return Ok(Flip {
+                record: plan.record.clone(),
+                from: Some(plan.slots[current].clone()),
+                to: describe(&previous),
+                target: previous
+                    .first()
+                    .map(|r| r.target.host())
+                    .unwrap_or_default(),
+                changed: true,
+                change_ids: vec![id],
+                steps: vec![100],
+                commit: None,
+                healthy: 0,
+                adopted: Some(describe(&previous)),
+                replaced: vec![],
+            });
+        }
+        (Err(err), _) => return Err(err),
+    };
     let new = vec![simple(plan, &live.endpoints[target])];
     let id = change(plan, ports, &live.records, &new, interrupt).await?;
     Ok(Flip {
@@ -330,6 +419,8 @@ pub async fn rollback(
         steps: vec![100],
         commit: Some(release.commit().to_string()),
         healthy: release.state().instances.len(),
+        adopted: None,
+        replaced: vec![],
     })
 }
 

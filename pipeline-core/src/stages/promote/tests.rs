@@ -34,7 +34,15 @@ async fn promote_sha(
     to: Option<&str>,
 ) -> Result<Flip> {
     let to = to.map(|name| plan.slot(name)).transpose()?;
-    promote(plan, ports, to, &SHA.parse().unwrap(), &Interrupt::never()).await
+    promote(
+        plan,
+        ports,
+        to,
+        &SHA.parse().unwrap(),
+        Foreign::Refuse,
+        &Interrupt::never(),
+    )
+    .await
 }
 
 fn endpoint(slot: &str) -> Endpoint {
@@ -237,7 +245,7 @@ async fn rollback_points_back_at_the_other_slot() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let flip = rollback(&plan(), &ports, &Interrupt::never())
+    let flip = rollback(&plan(), &ports, None, &Interrupt::never())
         .await
         .unwrap();
     assert_eq!(flip.to, "prod1");
@@ -289,7 +297,7 @@ async fn first_promote_creates_the_record() {
         dns: &nowhere,
         balancers: [&b1, &b2],
     };
-    let err = rollback(&plan(), &ports, &Interrupt::never())
+    let err = rollback(&plan(), &ports, None, &Interrupt::never())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::BadInput);
@@ -421,7 +429,9 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
         dns: &dns,
         balancers: [&b1, &b2],
     };
-    let flip = rollback(&plan, &ports, &Interrupt::never()).await.unwrap();
+    let flip = rollback(&plan, &ports, None, &Interrupt::never())
+        .await
+        .unwrap();
     assert_eq!(flip.to, "prod1");
     assert_eq!(flip.from.as_deref(), Some("prod2"));
     assert_eq!(*log.lock().unwrap(), ["prod1-lb.elb.amazonaws.com"]);

@@ -356,3 +356,196 @@ async fn a_change_batch_with_a_stale_delete_changes_nothing() {
     );
     assert_eq!(record(&s).await, before, "nothing was overwritten");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_into_the_live_slot_is_refused_unless_allowed() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
+
+    // Into the live slot by name: refused before any change.
+    env.moto.start_recording();
+    let live = env
+        .pipeline(&[
+            "--output", "json", "deploy", "--env", "prod1", "--commit", SHA2,
+        ])
+        .await;
+    env.moto.stop_recording();
+    assert_eq!(live.code, 2, "{live:#?}");
+    assert_eq!(live.json()["kind"], "live_slot");
+    assert!(
+        live.stderr.contains("prod1 is the live slot") && live.stderr.contains("--slot idle"),
+        "{}",
+        live.stderr
+    );
+    let mutating: Vec<_> = env
+        .aws_calls()
+        .into_iter()
+        .filter(|c| c.is_mutating())
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    assert_eq!(env.live_instances("prod1", SHA).await.len(), 2);
+    assert!(env.live_instances("prod1", SHA2).await.is_empty());
+
+    // The idle slot, chosen by the record: prod2.
+    let idle = env
+        .ok(&[
+            "--output", "json", "deploy", "--slot", "idle", "--commit", SHA2,
+        ])
+        .await;
+    assert_eq!(idle.json()["env"], "prod2");
+    assert_eq!(idle.json()["slot"], "idle");
+    assert_eq!(env.live_instances("prod2", SHA2).await.len(), 2);
+    assert_eq!(
+        env.live_instances("prod1", SHA).await.len(),
+        2,
+        "prod1 untouched"
+    );
+
+    // With --allow-live it proceeds, and the ledger says so.
+    let allowed = env
+        .ok(&["deploy", "--env", "prod1", "--commit", SHA2, "--allow-live"])
+        .await;
+    assert!(allowed.stdout.contains("(the live slot)"), "{allowed:#?}");
+    assert_eq!(env.live_instances("prod1", SHA2).await.len(), 2);
+    let deploys = env.ledger_of("deploy").await;
+    let last = deploys.last().unwrap();
+    assert_eq!(last["env"], "prod1");
+    assert!(
+        last["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-live"),
+        "{last}"
+    );
+    let refused = deploys.iter().find(|e| e["outcome"] == "failed").unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("live slot"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoting_the_live_slot_for_a_commit_it_does_not_run_is_refused() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
+    let before = record(&s).await;
+
+    let wrong = env
+        .pipeline(&[
+            "--output", "json", "promote", "--to", "prod1", "--commit", SHA2,
+        ])
+        .await;
+    assert_eq!(wrong.code, 1, "{wrong:#?}");
+    assert_eq!(wrong.json()["kind"], "guard_refused");
+    assert!(
+        wrong
+            .stderr
+            .contains(&format!("healthy instances of {SHA2}")),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(record(&s).await, before);
+
+    // The same slot and the commit it runs: a no-op, and only that.
+    let noop = env
+        .ok(&[
+            "--output", "json", "promote", "--to", "prod1", "--commit", SHA,
+        ])
+        .await;
+    assert_eq!(noop.json()["changed"], false);
+    assert_eq!(noop.json()["commit"], SHA);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_record_is_adopted_only_when_asked_and_rollback_returns_to_it() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    // The team's old server answers www today.
+    let route53 = aws_sdk_route53::Client::new(&env.sdk);
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let old = ResourceRecordSet::builder()
+        .name(RECORD)
+        .r#type(RrType::Cname)
+        .ttl(300)
+        .resource_records(
+            ResourceRecord::builder()
+                .value("old-box.example.com")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    route53
+        .change_resource_record_sets()
+        .hosted_zone_id(&s.zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(old)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let foreign = Some(("CNAME".to_string(), "old-box.example.com".to_string()));
+    assert_eq!(record(&s).await, foreign);
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+
+    // Not taken over silently.
+    let refused = env
+        .pipeline(&["--output", "json", "promote", "--commit", SHA])
+        .await;
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert_eq!(refused.json()["kind"], "foreign_record");
+    assert!(
+        refused.stderr.contains("old-box.example.com"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(record(&s).await, foreign);
+
+    // --adopt: promoted, and the ledger keeps what the record was.
+    let adopted = env
+        .ok(&["--output", "json", "promote", "--commit", SHA, "--adopt"])
+        .await;
+    assert_eq!(adopted.json()["to"], "prod1");
+    assert!(
+        adopted.json()["adopted"]
+            .as_str()
+            .unwrap()
+            .contains("old-box.example.com")
+    );
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+    assert_eq!(record(&s).await, Some(("CNAME".to_string(), p1)));
+    let entry = env.ledger_of("promote").await.pop().unwrap();
+    assert_eq!(entry["outcome"], "promoted");
+    assert!(
+        entry["replaced"]
+            .to_string()
+            .contains("old-box.example.com"),
+        "{entry}"
+    );
+
+    // prod2 has nothing to serve: rollback returns to the old server.
+    let back = env.ok(&["rollback", "--output", "json"]).await;
+    assert!(
+        back.json()["to"]
+            .as_str()
+            .unwrap()
+            .contains("old-box.example.com"),
+        "{back:#?}"
+    );
+    assert_eq!(record(&s).await, foreign);
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pipeline_fixtures::{
     Balancers, BuilderBehaviour, Guest, guest, seed_auto_scaling_group, seed_balancers,
@@ -516,4 +516,55 @@ async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
     // (Its error is the interrupt, or the broken instance if that came
     // first: the broken app stops it as soon as it runs.)
     assert!(last["error"].is_string(), "{last:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_stops_during_the_health_wait_fails_the_deploy_at_once() {
+    let (env, balancers, _guest) = baked(2, "30s").await;
+    let kind = Kind::TargetGroup;
+    let name = kind.env();
+    env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
+    let a = env.live_instances(name, SHA).await;
+    // Healthy for 20 s: a long window in which one new instance stops.
+    let config = env
+        .deploy_config(&balancers, 2, "30s")
+        .replace("healthy_for: 300ms", "healthy_for: 20s");
+    env.write_config(&config);
+
+    let child = env.spawn(&["deploy", "--env", name, "--commit", SHA2]);
+    eventually("the new fleet to be healthy in the balancer", || async {
+        let new = env.live_instances(name, SHA2).await;
+        let healthy = healthy(&env, &balancers, kind).await;
+        new.len() == 2 && new.iter().all(|i| healthy.contains(i))
+    })
+    .await;
+    let new = env.live_instances(name, SHA2).await;
+    env.ec2
+        .stop_instances()
+        .instance_ids(&new[0])
+        .send()
+        .await
+        .unwrap();
+    let stopped = Instant::now();
+    let run = child.wait().await;
+    // Two poll intervals are 200 ms; the process's own start and exit add
+    // a little, far below the 20 s of healthy_for and the 30 s deadline.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains(&format!("new instance {} is stopped", new[0])),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        healthy(&env, &balancers, kind).await,
+        a,
+        "the old fleet serves"
+    );
+    assert!(env.live_instances(name, SHA2).await.is_empty());
 }

@@ -96,6 +96,14 @@ impl Swap<'_> {
                         "a new instance turned unhealthy; waiting for the fleet to recover"
                     );
                 }
+                // One not healthy yet may be one that went down: that
+                // fails the deploy now, not at the deadline.
+                let waiting: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !ours.iter().any(|h| h.healthy && h.id == **id))
+                    .cloned()
+                    .collect();
+                self.fail_if_down(&waiting).await?;
                 let sick: Vec<String> = ours
                     .iter()
                     .filter(|h| !h.healthy)
@@ -175,6 +183,26 @@ impl Swap<'_> {
                 Ok(())
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// Fails the deploy if any of `ids` stopped or terminated (one call),
+    /// naming it and EC2's reason.
+    async fn fail_if_down(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let statuses = self.instances.statuses(ids).await?;
+        match statuses.iter().find(|s| s.state.is_down()) {
+            Some(down) => Err(Error::DeployFailed {
+                reason: format!(
+                    "new instance {} is {} while the deploy waited for it to be healthy ({})",
+                    down.id,
+                    down.state,
+                    down.reason.as_deref().unwrap_or("EC2 gives no reason")
+                ),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -36,6 +36,8 @@ pub fn init(filter: &str, live: bool) {
     let terminal = std::io::stderr().is_terminal();
     let color = terminal && std::env::var_os("NO_COLOR").is_none();
     if live && terminal && !ci {
+        // Every check of a wait updates the live line.
+        let filter = format!("{filter},{}=debug", pipeline_core::wait::PROGRESS);
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -47,7 +49,7 @@ pub fn init(filter: &str, live: bool) {
             phase: Mutex::new(None),
         });
         tracing_subscriber::registry()
-            .with(EnvFilter::new(filter))
+            .with(EnvFilter::new(&filter))
             .with(LiveLayer)
             .init();
     } else {
@@ -99,6 +101,11 @@ impl<S: Subscriber> Layer<S> for LiveLayer {
         let mut text = MessageText(String::new());
         event.record(&mut text);
         let message = text.0;
+        if event.metadata().target() == pipeline_core::wait::PROGRESS {
+            // How far a wait got: in place, on the live line.
+            live.bar.set_message(message);
+            return;
+        }
         match *event.metadata().level() {
             Level::INFO => live.start_phase(message),
             Level::WARN => live.bar.println(format!("! {message}")),

@@ -1,8 +1,10 @@
 //! Bounded polling, and the interrupt that cuts a wait short.
 //!
 //! Every wait in the pipeline goes through [`until`]: it has a deadline, it
-//! polls at a fixed interval with one check per tick, it says what it was
-//! waiting for when it gives up, and Ctrl-C or SIGTERM ([`Interrupt`]) ends it
+//! polls at a fixed interval with one check per tick, it tells a watching
+//! human what it waits for and how far it got (`2/3 healthy, 41s of 10m`:
+//! a log line when it starts and every 30 s, and on a terminal a live line
+//! each check), it says what it was waiting for when it gives up, and Ctrl-C or SIGTERM ([`Interrupt`]) ends it
 //! at once so the stage can clean up what it created. A wait with nothing
 //! to check, only time to let pass, is a [`pause`], which the interrupt
 //! ends too.
@@ -14,6 +16,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+
+/// The tracing target of a wait's progress lines: a terminal's live display
+/// shows them in place (every check, at debug level), CI logs as lines.
+pub const PROGRESS: &str = "pipeline_core::progress";
+
+/// How often a wait logs how far it got (CI logs; a terminal's live line
+/// shows every check).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// How often and how long to poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,17 +156,28 @@ where
 {
     let started = Instant::now();
     let give_up = started + poll.deadline;
+    let mut last_line = None;
     loop {
         interrupt.check()?;
         let last_seen = match check().await? {
             Progress::Done(value) => return Ok(value),
             Progress::Pending(seen) => seen,
         };
-        tracing::debug!(
-            "waiting for {what}: {last_seen} ({}s)",
-            started.elapsed().as_secs()
-        );
+        // Progress a watching human can follow: a line when the wait
+        // starts and at least every PROGRESS_EVERY (a terminal's live line
+        // takes every tick), with what was seen and the time used.
         let now = Instant::now();
+        let line = format!(
+            "waiting for {what}: {last_seen}, {} of {}",
+            crate::config::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+            crate::config::format_duration(poll.deadline)
+        );
+        if last_line.is_none_or(|at: Instant| now - at >= PROGRESS_EVERY) {
+            tracing::info!(target: PROGRESS, "{line}");
+            last_line = Some(now);
+        } else {
+            tracing::debug!(target: PROGRESS, "{line}");
+        }
         if now >= give_up {
             return Err(Error::Timeout {
                 what: what.to_string(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pipeline_fixtures::{BuilderBehaviour, guest};
 
-use crate::support::{Env, SHA};
+use crate::support::{Env, SHA, SHA2};
 
 /// Runs `pipeline ARGS` in a detached tmux pane (its own server socket, so
 /// the environment is ours) and returns the pane's text once it exits.
@@ -100,4 +100,23 @@ async fn progress_is_live_in_a_terminal_and_plain_in_ci() {
     assert_eq!(ci.code, 0, "{ci:#?}");
     assert!(!ci.stderr.contains('\u{1b}'), "{:?}", ci.stderr);
     assert!(ci.stderr.contains(" INFO "), "{}", ci.stderr);
+
+    // A wait says what it waits for and how far it got, in CI too.
+    let baking = env
+        .pipeline_with(
+            &["build", "--skip-test-gate", "--commit", SHA2],
+            &[("CI", "true")],
+        )
+        .await;
+    assert_eq!(baking.code, 0, "{baking:#?}");
+    let waits: Vec<&str> = baking
+        .stderr
+        .lines()
+        .filter(|l| l.contains("waiting for builder"))
+        .collect();
+    assert!(
+        waits.first().is_some_and(|l| l.contains("running, 0s of 30s")),
+        "{}",
+        baking.stderr
+    );
 }

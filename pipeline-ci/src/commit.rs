@@ -1,5 +1,10 @@
 //! Which commit a step is about: `--commit`, else the CI's own variable,
 //! else `git rev-parse HEAD`.
+//!
+//! The rule, the same for every command: a commit is given as its full
+//! 40-hex SHA, or as an abbreviation (4 to 39 hex digits) that git resolves
+//! in the working directory's checkout. It is recorded and printed in JSON
+//! in full, and shown in text by its first 12 hex digits.
 
 use pipeline_core::release::{Commit, ReleaseRef};
 use pipeline_core::{Error, Result};
@@ -12,7 +17,10 @@ pub const COMMIT_VARIABLES: [&str; 4] =
 /// Resolves the commit from the flag, the environment (`var`) or git.
 pub fn resolve(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Result<Commit> {
     if let Some(sha) = flag {
-        return sha.parse();
+        return sha.parse().or_else(|err| match abbreviation(sha) {
+            Some(abbr) => expand(abbr),
+            None => Err(err),
+        });
     }
     for name in COMMIT_VARIABLES {
         if let Some(sha) = var(name).filter(|v| !v.trim().is_empty()) {
@@ -37,6 +45,30 @@ pub fn resolve(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Resu
         ));
     }
     String::from_utf8_lossy(&out.stdout).parse()
+}
+
+/// `sha` if it can be an abbreviated SHA (4 to 39 hex digits).
+fn abbreviation(sha: &str) -> Option<&str> {
+    let sha = sha.trim();
+    ((4..40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
+}
+
+/// The full SHA git resolves `abbr` to in the working directory's checkout.
+fn expand(abbr: &str) -> Result<Commit> {
+    let out = std::process::Command::new("git")
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{abbr}^{{commit}}"),
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).parse(),
+        _ => Err(Error::Input(format!(
+            "commit {abbr:?} is not a full 40-hex SHA, and git cannot resolve it here; pass the full SHA (`git rev-parse {abbr}` in the checkout)"
+        ))),
+    }
 }
 
 /// `--ami`, else `--commit` (default: the CI's commit, then git).
@@ -91,6 +123,18 @@ mod tests {
     fn a_short_sha_in_ci_is_named() {
         let err = resolve(None, env(&[("GIT_COMMIT", "abc123")])).unwrap_err();
         assert!(err.to_string().contains("$GIT_COMMIT"), "{err}");
+    }
+
+    #[test]
+    fn an_abbreviation_is_resolved_through_git() {
+        // The test runs inside the project's own checkout.
+        let head = resolve(None, env(&[])).unwrap();
+        let short = &head.as_str()[..10];
+        assert_eq!(resolve(Some(short), env(&[])).unwrap(), head);
+        let err = resolve(Some("abc"), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("40-hex"), "{err}");
+        let err = resolve(Some("ffffffffffffffffffff"), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("git cannot resolve it"), "{err}");
     }
 
     #[test]

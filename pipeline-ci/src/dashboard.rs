@@ -14,7 +14,7 @@ fn esc(text: &str) -> String {
 }
 
 fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
+    pipeline_core::release::short_commit(commit)
 }
 
 /// The page.
@@ -106,11 +106,13 @@ h1 {{ font-size: 2.2em; margin: 0 0 .2em; }} .record {{ color: #8ab4f8; }}
 .env {{ background: #1b222c; border-left: 10px solid #888; padding: .6em 1.2em; min-width: 16em; border-radius: 6px; }}
 .env.ok {{ border-color: #3fb950; }} .env.warn {{ border-color: #d29922; }} .env.down {{ border-color: #f85149; }}
 .env.live {{ outline: 3px solid #8ab4f8; }} .badge {{ background: #8ab4f8; color: #10141a; font-size: .6em; padding: .1em .4em; border-radius: 4px; }}
+.generated {{ color: #9aa5b1; font-size: .7em; margin: 0; }}
 .health {{ font-size: 1.6em; margin: .2em 0; }} .lb {{ color: #9aa5b1; font-size: .8em; }}
 table {{ border-collapse: collapse; width: 100%; font-size: .8em; }} td, th {{ padding: .3em .6em; text-align: left; border-bottom: 1px solid #2b3440; }}
 tr.failed td {{ color: #f85149; }} code {{ color: #d2a8ff; }}
 </style></head>
 <body><h1 id="live">{app}: {headline}</h1>
+<p class="generated">generated {generated} by <code>pipeline status --html</code>; refresh by running it again</p>
 <div class="envs">
 {cards}</div>
 <h2>Last events</h2>
@@ -119,5 +121,6 @@ tr.failed td {{ color: #f85149; }} code {{ color: #d2a8ff; }}
 </body></html>
 "#,
         app = esc(app),
+        generated = esc(&status.generated),
     )
 }

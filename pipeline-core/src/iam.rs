@@ -133,10 +133,19 @@ fn instance_roles(config: &Config) -> Vec<Statement> {
     if profiles.is_empty() {
         return vec![];
     }
+    // An instance profile holds one role; the policy names it by the
+    // profile's name, as the console and most tools create them (if yours
+    // differ, put the role's name in the resource): no other role passes.
+    let mut roles: Vec<String> = profiles
+        .iter()
+        .map(|p| format!("arn:aws:iam::*:role/{p}"))
+        .collect();
+    roles.sort();
+    roles.dedup();
     vec![Statement {
         sid: "PassInstanceRoles",
         actions: vec!["iam:PassRole"],
-        resources: vec!["*".into()],
+        resources: roles,
         condition: Some(json!({ "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } })),
     }]
 }

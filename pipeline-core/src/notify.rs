@@ -52,10 +52,9 @@ pub struct Event {
 impl Event {
     /// The one-line summary Slack (and most chat tools) show.
     pub fn text(&self) -> String {
-        let short = |c: &String| c.chars().take(7).collect::<String>();
         let mut text = format!("{}: {}", self.app, self.stage);
         if let Some(commit) = &self.commit {
-            text.push_str(&format!(" of {}", short(commit)));
+            text.push_str(&format!(" of {}", crate::release::short_commit(commit)));
         }
         if let Some(ami) = &self.ami {
             text.push_str(&format!(" ({ami})"));

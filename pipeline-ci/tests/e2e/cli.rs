@@ -100,7 +100,8 @@ async fn test_command_streams_and_reports() {
         .await;
     assert!(pass.stdout.contains("unit tests ok"), "{pass:#?}");
     assert!(
-        pass.stdout.contains(&format!("tests passed for {SHA}")),
+        pass.stdout
+            .contains(&format!("tests passed for {}", &SHA[..12])),
         "{pass:#?}"
     );
 

@@ -489,8 +489,12 @@ async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
     env.ok(&["deploy", "--env", name, "--commit", SHA]).await;
     let a = env.live_instances(name, SHA).await;
 
-    // B never gets healthy, so the deploy sits in its health wait.
-    let _broken = spawn_broken_app(&env.sdk, SHA2);
+    // B must stay healthy for 20 s, so the deploy sits in its health wait
+    // (an instance that stops fails the deploy at once instead).
+    env.write_config(
+        &env.deploy_config(&balancers, 2, "30s")
+            .replace("healthy_for: 300ms", "healthy_for: 20s"),
+    );
     let child = env.spawn(&["deploy", "--env", name, "--commit", SHA2]);
     eventually("the new fleet to launch", || async {
         !env.live_instances(name, SHA2).await.is_empty()
@@ -513,9 +517,10 @@ async fn ctrl_c_mid_deploy_keeps_the_old_fleet_serving() {
         (&last["stage"], &last["outcome"]),
         (&"deploy".into(), &"failed".into())
     );
-    // (Its error is the interrupt, or the broken instance if that came
-    // first: the broken app stops it as soon as it runs.)
-    assert!(last["error"].is_string(), "{last:#?}");
+    assert!(
+        last["error"].as_str().unwrap().contains("interrupted"),
+        "{last:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,7 @@ async fn events_reach_the_webhooks_and_a_dead_one_blocks_nothing() {
         deployed["text"].as_str().unwrap(),
         format!(
             "shop: deploy of {} ({ami}) to staging succeeded in {:.0}s by ada <https://circleci.com/gh/shop/web/42|job>",
-            &SHA[..7],
+            &SHA[..12],
             deployed["duration_seconds"].as_f64().unwrap()
         )
     );

@@ -115,7 +115,9 @@ async fn progress_is_live_in_a_terminal_and_plain_in_ci() {
         .filter(|l| l.contains("waiting for builder"))
         .collect();
     assert!(
-        waits.first().is_some_and(|l| l.contains("running, 0s of 30s")),
+        waits
+            .first()
+            .is_some_and(|l| l.contains("running, 0s of 30s")),
         "{}",
         baking.stderr
     );

@@ -129,7 +129,9 @@ async fn the_test_gate_and_the_ledger() {
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0]["stage"], "deploy");
     let text = env.pipeline(&["history", "--limit", "3"]).await;
-    assert_eq!(text.stdout.lines().count(), 3, "{text:#?}");
+    // A header, then the three entries.
+    assert_eq!(text.stdout.lines().count(), 4, "{text:#?}");
+    assert!(text.stdout.starts_with("FINISHED"), "{text:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,10 @@ use super::shape::{InstanceShape, default_instance_type};
 
 /// `build` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the `build` section (a mapping with base_image and provision)"
+)]
 #[schemars(rename = "BuildConfig")]
 pub(super) struct RawBuild {
     /// The image the builder starts from.
@@ -104,7 +107,10 @@ pub enum BaseImage {
 
 /// `base_image` as written: `id`, or `owner` and `name`.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "`{ id: ami-... }`, or `{ owner: ..., name: ... }` to look up the newest match"
+)]
 struct RawBaseImage {
     id: Option<String>,
     owner: Option<String>,

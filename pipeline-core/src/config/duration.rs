@@ -4,20 +4,29 @@
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 /// Deserializes a duration written as text (`90s`) or a number of seconds.
+/// The text is parsed as the scalar is read, so a bad one is reported at
+/// its own key, line and column.
 pub(super) fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as 90s, 30m, 1h30m or 500ms")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(secs))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
     }
-    match Raw::deserialize(de)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-    }
+    de.deserialize_any(Text)
 }
 
 /// The schema of a duration: `90s`, `30m`, `1h30m`, `500ms`, or seconds.
@@ -29,12 +38,11 @@ impl JsonSchema for DurationText {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Written as a string (a bare number of seconds is still read).
         schemars::json_schema!({
-            "description": "A duration: 90s, 30m, 1h30m, 500ms, or a number of seconds",
-            "anyOf": [
-                { "type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$" },
-                { "type": "integer", "minimum": 0 }
-            ]
+            "description": "A duration: 90s, 30m, 1h30m or 500ms",
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h))+$"
         })
     }
 }

@@ -16,7 +16,10 @@ use super::shape::{InstanceShape, default_instance_type};
 
 /// An environment as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an environment (a mapping with count, subnets and load_balancer)"
+)]
 #[schemars(rename = "EnvironmentConfig")]
 pub(super) struct RawEnvironment {
     /// How many instances the environment runs.
@@ -146,7 +149,10 @@ pub enum LoadBalancer {
 
 /// `load_balancer` as written: `classic: NAME` or `target_group: ARN`.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "`{ classic: NAME }` (a Classic ELB) or `{ target_group: ARN }` (an ALB/NLB target group)"
+)]
 struct RawLoadBalancer {
     classic: Option<String>,
     target_group: Option<String>,
@@ -175,7 +181,10 @@ impl std::fmt::Display for LoadBalancer {
 
 /// A release task as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a release task (a mapping with command)"
+)]
 #[schemars(rename = "TaskConfig")]
 struct RawTask {
     /// The shell command, run with the environment's settings exported

@@ -48,7 +48,10 @@ use crate::error::{Error, Result};
 
 /// The whole `pipeline.yaml` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a pipeline.yaml (a mapping with app, region, state and build)"
+)]
 #[schemars(rename = "Config")]
 struct RawConfig {
     /// The application's name: tagged as `pipeline:app`, used in AMI names.

@@ -10,7 +10,10 @@ use super::duration::{DurationText, duration};
 
 /// One webhook as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a webhook (a mapping with url or url_env)"
+)]
 #[schemars(rename = "WebhookConfig")]
 pub(super) struct RawWebhook {
     /// The URL (http or https). Give this or `url_env`.

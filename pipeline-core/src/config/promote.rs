@@ -13,7 +13,10 @@ use super::environment::EnvironmentConfig;
 
 /// `promote` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the `promote` section (a mapping with hosted_zone and record)"
+)]
 #[schemars(rename = "PromoteConfig")]
 pub(super) struct RawPromote {
     /// The Route53 hosted zone id of the record (`Z...`).

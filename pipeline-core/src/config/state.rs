@@ -11,7 +11,10 @@ use super::duration::{DurationText, duration};
 
 /// `state` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the `state` section (a mapping with bucket)"
+)]
 #[schemars(rename = "StateConfig")]
 pub(super) struct RawState {
     /// The S3 bucket for locks and the audit ledger (one can serve many apps).

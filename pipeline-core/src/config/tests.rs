@@ -260,3 +260,16 @@ fn an_environment_reads_its_balancer_and_defaults() {
     assert_eq!(placement.group(), Some("shop-staging"));
     assert_eq!(placement.task_subnet(), None);
 }
+
+#[test]
+fn a_bad_duration_is_reported_at_its_own_key_and_line() {
+    let m = message(&GOOD.replace("timeout: 20m", "timeout: 20x"));
+    assert!(
+        m.contains("build.timeout: \"20x\" is not a duration"),
+        "{m}"
+    );
+    assert!(m.contains("line 12 column 12"), "{m}");
+    let m = message(&GOOD.replace("{ classic: shop-staging }", "shop-staging"));
+    assert!(m.contains("`{ classic: NAME }`"), "{m}");
+    assert!(!m.contains("Raw"), "no Rust type names: {m}");
+}

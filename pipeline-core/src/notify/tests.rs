@@ -28,7 +28,7 @@ fn hook(yaml: &str) -> WebhookConfig {
 fn text_reads_like_a_chat_line() {
     assert_eq!(
         event().text(),
-        "shop: deploy of 0123456 (ami-1234) to staging succeeded in 42s by alice <https://ci.example.com/job/7|job>"
+        "shop: deploy of 0123456789ab (ami-1234) to staging succeeded in 42s by alice <https://ci.example.com/job/7|job>"
     );
     let mut failed = event();
     failed.event = EventKind::Failed;

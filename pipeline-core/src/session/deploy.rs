@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Report, Session, secs};
 use crate::config::EventKind;
 use crate::error::{Error, Result};
-use crate::release::ReleaseRef;
+use crate::release::{ReleaseRef, short_commit};
 use crate::run::{Begun, Details, RunSpec, Stage, StageRun};
 use crate::stages::deploy::{DeployOutcome, DeployPlan};
 use crate::stages::promote::{self, PromotePlan, Slot};
@@ -147,7 +147,7 @@ impl fmt::Display for DeployReport {
                     f,
                     "{}{slot}: {} ({}) on {}",
                     d.env,
-                    d.commit,
+                    short_commit(&d.commit),
                     d.ami,
                     d.new.join(", ")
                 )?;

@@ -5,7 +5,9 @@ use std::fmt;
 use serde::Serialize;
 
 use super::Report;
-use crate::config::{Config, Placement};
+use std::time::Duration;
+
+use crate::config::{Config, Placement, TaskWhen, WebhookUrl, format_duration};
 use crate::error::Result;
 use crate::stages::build::BuildPlan;
 use crate::stages::deploy::DeployPlan;
@@ -20,12 +22,27 @@ pub struct PlanReport {
     pub app: String,
     /// Where builds and environments live.
     pub region: String,
+    /// Where locks, the ledger and test verdicts live.
+    pub state: StateSummary,
     /// How the AMI is baked.
     pub build: BuildSummary,
     /// Each environment's deploy.
     pub environments: Vec<DeploySummary>,
     /// The flip, if configured.
     pub promote: Option<PromoteSummary>,
+    /// The webhooks: which events go where (by host; a URL may be a secret).
+    pub notify: Vec<String>,
+}
+
+/// The state bucket, in brief.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateSummary {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (`""`: none).
+    pub prefix: String,
+    /// How long a lock lives without its holder's heartbeat.
+    pub lock_ttl: String,
 }
 
 /// The bake, in brief.
@@ -37,6 +54,12 @@ pub struct BuildSummary {
     pub instance_type: String,
     /// How long provisioning may take.
     pub timeout_secs: u64,
+    /// The same, as written (`30m`).
+    pub timeout: String,
+    /// How long CreateImage may take.
+    pub image_timeout: String,
+    /// The builder's subnet (`None`: the default VPC's).
+    pub subnet: Option<String>,
     /// Regions the AMI is copied to.
     pub copy_to_regions: Vec<String>,
     /// Accounts it is shared with.
@@ -62,6 +85,14 @@ pub struct DeploySummary {
     pub healthy_for_secs: f64,
     /// The longest drain.
     pub drain_cap_secs: u64,
+    /// The balancer the instances serve behind.
+    pub balancer: String,
+    /// The names of its settings (their values may be secrets).
+    pub settings: Vec<String>,
+    /// Its release tasks, in order: `name (when, timeout)`.
+    pub tasks: Vec<String>,
+    /// The durations above, as written: `health_timeout`, `healthy_for`, `drain_timeout`.
+    pub waits: [String; 3],
 }
 
 /// The flip, in brief.
@@ -81,6 +112,8 @@ pub struct PromoteSummary {
     pub steps: Vec<u8>,
     /// How long each step holds.
     pub bake_secs: u64,
+    /// A CNAME's TTL, as written.
+    pub ttl: String,
 }
 
 impl PlanReport {
@@ -98,14 +131,43 @@ impl PlanReport {
             .as_ref()
             .map(|_| PromotePlan::new(config))
             .transpose()?;
+        let environments = environments
+            .into_iter()
+            .map(|mut summary| {
+                let e = &config.environments[&summary.env];
+                summary.balancer = e.load_balancer.to_string();
+                summary.settings = e.settings.keys().cloned().collect();
+                summary.tasks = e
+                    .tasks
+                    .iter()
+                    .map(|(name, t)| {
+                        let when = match t.when {
+                            TaskWhen::BeforeTraffic => "before traffic",
+                            TaskWhen::BeforeLaunch => "before launch",
+                            TaskWhen::Manual => "by hand",
+                        };
+                        format!("{name} ({when}, within {})", format_duration(t.timeout))
+                    })
+                    .collect();
+                summary
+            })
+            .collect();
         Ok(PlanReport {
             config: path.to_string(),
             app: build.app.clone(),
             region: build.region.clone(),
+            state: StateSummary {
+                bucket: config.state.bucket.clone(),
+                prefix: config.state.key_prefix.clone(),
+                lock_ttl: format_duration(config.state.lock_ttl),
+            },
             build: BuildSummary {
                 base_image: build.base_image.to_string(),
                 instance_type: build.shape.instance_type.clone(),
                 timeout_secs: build.provision_poll.deadline.as_secs(),
+                timeout: format_duration(build.provision_poll.deadline),
+                image_timeout: format_duration(build.image_poll.deadline),
+                subnet: build.subnet.clone(),
                 copy_to_regions: build.copy_to_regions.clone(),
                 share_with: build.share_with.clone(),
             },
@@ -118,7 +180,25 @@ impl PlanReport {
                 needed_healthy: p.needed,
                 steps: p.steps,
                 bake_secs: p.bake.as_secs(),
+                ttl: format_duration(Duration::from_secs(p.ttl.max(0) as u64)),
             }),
+            notify: config
+                .notify
+                .iter()
+                .map(|hook| {
+                    let to = match &hook.url {
+                        WebhookUrl::Literal(url) => url
+                            .split("://")
+                            .nth(1)
+                            .and_then(|rest| rest.split(['/', '?']).next())
+                            .unwrap_or("?")
+                            .to_string(),
+                        WebhookUrl::FromEnv(var) => format!("the URL in ${var}"),
+                    };
+                    let events: Vec<&str> = hook.events.iter().map(|e| e.as_str()).collect();
+                    format!("{} to {to}", events.join(", "))
+                })
+                .collect(),
         })
     }
 }
@@ -138,23 +218,45 @@ impl From<&DeployPlan> for DeploySummary {
             health_timeout_secs: d.health_poll.deadline.as_secs(),
             healthy_for_secs: d.healthy_for.as_secs_f64(),
             drain_cap_secs: d.drain_cap.as_secs(),
+            balancer: String::new(),
+            settings: Vec::new(),
+            tasks: Vec::new(),
+            waits: [
+                format_duration(d.health_poll.deadline),
+                format_duration(d.healthy_for),
+                format_duration(d.drain_cap),
+            ],
         }
     }
 }
 
 impl fmt::Display for PlanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.build;
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        let (b, st) = (&self.build, &self.state);
         writeln!(f, "{}: valid", self.config)?;
         writeln!(f, "app {} in {}", self.app, self.region)?;
+        writeln!(
+            f,
+            "state: s3://{}/{} (a lock lives {} without its holder's heartbeat)",
+            st.bucket, st.prefix, st.lock_ttl
+        )?;
         write!(
             f,
-            "build: from {}, {} builder, provisioning within {}s, copies to [{}], shared with [{}]",
+            "build: from {}, a {} builder in {}; provisioning within {}, the image within {}; copies to {}; shared with {}",
             b.base_image,
             b.instance_type,
-            b.timeout_secs,
-            b.copy_to_regions.join(", "),
-            b.share_with.join(", ")
+            b.subnet.as_deref().unwrap_or("the default VPC"),
+            b.timeout,
+            b.image_timeout,
+            list(&b.copy_to_regions),
+            list(&b.share_with)
         )?;
         for d in &self.environments {
             let placement = match &d.auto_scaling_group {
@@ -163,26 +265,50 @@ impl fmt::Display for PlanReport {
             };
             write!(
                 f,
-                "\ndeploy {}: {} x {} {placement}; healthy within {}s, for {}s",
-                d.env, d.count, d.instance_type, d.health_timeout_secs, d.healthy_for_secs
+                "\ndeploy {}: {} x {} {placement}, behind {}; healthy within {}, for {}; old fleet drains up to {}; settings: {}; tasks: {}",
+                d.env,
+                d.count,
+                d.instance_type,
+                d.balancer,
+                d.waits[0],
+                d.waits[1],
+                d.waits[2],
+                list(&d.settings),
+                list(&d.tasks)
             )?;
         }
         match &self.promote {
-            Some(p) => write!(
-                f,
-                "\npromote: {} ({}) between {} and {}{}",
-                p.record,
-                p.record_type,
-                p.slots[0],
-                p.slots[1],
-                if p.steps.is_empty() {
-                    String::new()
+            Some(p) => {
+                let ttl = if p.record_type == "cname" {
+                    format!(", ttl {}", p.ttl)
                 } else {
-                    format!(", gradually {:?} % every {}s", p.steps, p.bake_secs)
-                }
-            ),
-            None => write!(f, "\npromote: not configured"),
+                    String::new()
+                };
+                let how = if p.steps.is_empty() {
+                    "at once".to_string()
+                } else {
+                    let steps: Vec<String> = p.steps.iter().map(|s| format!("{s}%")).collect();
+                    format!(
+                        "gradually: {}, each held {}",
+                        steps.join(", "),
+                        format_duration(Duration::from_secs(p.bake_secs))
+                    )
+                };
+                write!(
+                    f,
+                    "\npromote: {} ({}{ttl}) in hosted zone {}, between {} and {}, each needing {} and {} healthy; {how}",
+                    p.record,
+                    p.record_type,
+                    p.hosted_zone,
+                    p.slots[0],
+                    p.slots[1],
+                    p.needed_healthy[0],
+                    p.needed_healthy[1],
+                )?
+            }
+            None => write!(f, "\npromote: not configured")?,
         }
+        write!(f, "\nnotify: {}", list(&self.notify))
     }
 }
 
@@ -206,6 +332,12 @@ environments:
 promote: { hosted_zone: Z1, record: www.example.com }
 "##;
 
+    fn sorted(v: &serde_json::Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
     #[test]
     fn the_json_fields_are_the_contract() {
         let config = Config::parse(CONFIG, "p.yaml").unwrap();
@@ -217,24 +349,24 @@ promote: { hosted_zone: Z1, record: www.example.com }
                 "build",
                 "config",
                 "environments",
+                "notify",
                 "ok",
                 "promote",
-                "region"
+                "region",
+                "state"
             ]
         );
         let json: serde_json::Value = serde_json::from_str(&super::super::json(&report)).unwrap();
-        let sorted = |v: &serde_json::Value| {
-            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-            k.sort();
-            k
-        };
         assert_eq!(
             sorted(&json["build"]),
             [
                 "base_image",
                 "copy_to_regions",
+                "image_timeout",
                 "instance_type",
                 "share_with",
+                "subnet",
+                "timeout",
                 "timeout_secs"
             ]
         );
@@ -242,13 +374,17 @@ promote: { hosted_zone: Z1, record: www.example.com }
             sorted(&json["environments"][0]),
             [
                 "auto_scaling_group",
+                "balancer",
                 "count",
                 "drain_cap_secs",
                 "env",
                 "health_timeout_secs",
                 "healthy_for_secs",
                 "instance_type",
-                "subnets"
+                "settings",
+                "subnets",
+                "tasks",
+                "waits"
             ]
         );
         assert_eq!(
@@ -260,14 +396,27 @@ promote: { hosted_zone: Z1, record: www.example.com }
                 "record",
                 "record_type",
                 "slots",
-                "steps"
+                "steps",
+                "ttl"
             ]
         );
+        assert_eq!(sorted(&json["state"]), ["bucket", "lock_ttl", "prefix"]);
         assert_eq!(json["promote"]["record_type"], "cname");
-        assert!(
-            report
-                .to_string()
-                .contains("deploy prod1: 2 x t3.micro over subnet-0a")
-        );
+    }
+
+    #[test]
+    fn the_text_is_the_whole_plan_in_plain_words() {
+        let config = Config::parse(CONFIG, "p.yaml").unwrap();
+        let text = PlanReport::new(&config, "p.yaml").unwrap().to_string();
+        for part in [
+            "deploy prod1: 2 x t3.micro over subnet-0a, behind classic ELB shop1; healthy within 10m, for 10s",
+            "state: s3://shop-state/ (a lock lives 1m",
+            "www.example.com (cname, ttl 1m)",
+            "provisioning within 30m, the image within 45m",
+            "notify: none",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(!text.contains("1800s") && !text.contains("Cname"), "{text}");
     }
 }

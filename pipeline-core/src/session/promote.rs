@@ -8,7 +8,7 @@ use super::{Report, Session};
 use crate::config::EventKind;
 use crate::error::Result;
 use crate::ledger::Outcome;
-use crate::release::Commit;
+use crate::release::{Commit, short_commit};
 use crate::run::{Details, RunSpec, Stage, StageRun};
 use crate::stages::promote::{self, Flip, Foreign, PromotePlan};
 
@@ -49,7 +49,7 @@ impl fmt::Display for Flip {
                 self.to,
                 self.target,
                 self.healthy,
-                self.commit.as_deref().unwrap_or("?"),
+                self.commit.as_deref().map(short_commit).unwrap_or("?"),
                 self.from
                     .as_deref()
                     .or(self.adopted.as_deref())

@@ -39,6 +39,8 @@ pub struct StatusReport {
     /// The newest ledger entries, newest first, if asked for.
     #[serde(skip)]
     pub recent: Vec<Entry>,
+    /// When it was read (RFC 3339, UTC): a dashboard shows its age.
+    pub generated: String,
 }
 
 impl fmt::Display for StatusReport {
@@ -50,7 +52,7 @@ impl fmt::Display for StatusReport {
         }
         write!(
             f,
-            "{:<12} {:<4} {:>8}  {:<42} AMI",
+            "{:<12} {:<4} {:>8}  {:<26} AMI",
             "ENV", "LIVE", "HEALTHY", "COMMIT"
         )?;
         for e in &self.environments {
@@ -59,16 +61,16 @@ impl fmt::Display for StatusReport {
                 .iter()
                 .map(|(c, n)| {
                     if e.commits.len() > 1 {
-                        format!("{c} ({n})")
+                        format!("{} ({n})", short_commit(c))
                     } else {
-                        c.clone()
+                        short_commit(c).to_string()
                     }
                 })
                 .collect();
             let images: Vec<&str> = e.images.iter().map(String::as_str).collect();
             write!(
                 f,
-                "\n{:<12} {:<4} {:>8}  {:<42} {}",
+                "\n{:<12} {:<4} {:>8}  {:<26} {}",
                 e.name,
                 if e.live { "*" } else { "" },
                 format!("{}/{}", e.healthy, e.instances),
@@ -107,13 +109,16 @@ impl fmt::Display for HistoryReport {
         if self.entries.is_empty() {
             return f.write_str("the ledger is empty");
         }
-        for (i, e) in self.entries.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
+        write!(
+            f,
+            "{:<30}  {:<13} {:<9} {:<10} {:<12} {:<10} AMI, NOTE",
+            "FINISHED", "STAGE", "ENV", "OUTCOME", "COMMIT", "BY"
+        )?;
+        for e in &self.entries {
+            writeln!(f)?;
             write!(
                 f,
-                "{}  {:<13} {:<9} {:<10} {:<12} {:<10} {}{}",
+                "{:<30}  {:<13} {:<9} {:<10} {:<12} {:<10} {}{}",
                 e.finished,
                 e.stage.as_str(),
                 e.env.as_deref().unwrap_or("-"),
@@ -180,6 +185,7 @@ impl Session {
             environments: envs,
             app: self.config.app.clone(),
             recent,
+            generated: crate::ledger::rfc3339_now(),
         })
     }
 
@@ -221,10 +227,19 @@ mod tests {
             }],
             app: "shop".into(),
             recent: vec![],
+            generated: "2026-12-01T00:00:00Z".into(),
         };
         assert_eq!(
             keys(&report),
-            ["environments", "live", "ok", "record", "target", "weights"]
+            [
+                "environments",
+                "generated",
+                "live",
+                "ok",
+                "record",
+                "target",
+                "weights"
+            ]
         );
         let json: serde_json::Value = serde_json::from_str(&super::super::json(&report)).unwrap();
         let mut env_keys: Vec<&String> = json["environments"][0]

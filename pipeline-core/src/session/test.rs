@@ -9,7 +9,7 @@ use super::{Report, Session, secs};
 use crate::config::EventKind;
 use crate::error::{Error, Result};
 use crate::ledger::Outcome;
-use crate::release::Commit;
+use crate::release::{Commit, short_commit};
 use crate::run::{Details, RunSpec, Stage, StageRun};
 use crate::stages::test::{self, Output, TestOutcome};
 use crate::wait::Interrupt;
@@ -62,7 +62,7 @@ impl fmt::Display for TestReport {
             f,
             "tests {} for {} in {:.1}s ({code})",
             if self.passed { "passed" } else { "failed" },
-            self.commit,
+            short_commit(&self.commit),
             self.duration_secs
         )
     }

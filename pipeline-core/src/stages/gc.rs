@@ -119,14 +119,20 @@ pub async fn gc(plan: &GcPlan, ports: GcPorts<'_>, now_ms: i64) -> Result<GcOutc
     let home = &plan.regions[0];
     // In use: what instances of the app run, and what groups launch.
     let instances = ports.instances.instances_of_app(&plan.app).await?;
-    let mut in_use: BTreeMap<String, String> = BTreeMap::new();
+    // Every user of each image: each environment once, with how many of
+    // its instances run it; builders and task instances by id.
+    let mut in_use: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for i in &instances {
         let by = if i.env.is_empty() {
             format!("{} {}", i.role, i.id)
         } else {
-            format!("{} ({})", i.env, i.id)
+            i.env.clone()
         };
-        in_use.entry(i.image_id.clone()).or_insert(by);
+        *in_use
+            .entry(i.image_id.clone())
+            .or_default()
+            .entry(by)
+            .or_default() += 1;
     }
     if let Some(asg) = ports.auto_scaling {
         for name in &plan.groups {
@@ -137,7 +143,8 @@ pub async fn gc(plan: &GcPlan, ports: GcPorts<'_>, now_ms: i64) -> Result<GcOutc
             {
                 in_use
                     .entry(image)
-                    .or_insert(format!("Auto Scaling group {name}'s launch template"));
+                    .or_default()
+                    .insert(format!("Auto Scaling group {name}'s launch template"), 0);
             }
         }
     }
@@ -157,7 +164,16 @@ pub async fn gc(plan: &GcPlan, ports: GcPorts<'_>, now_ms: i64) -> Result<GcOutc
     for (rank, image) in images.iter().enumerate() {
         let commit = image.tags.get(tag::COMMIT).cloned().unwrap_or_default();
         let why = match in_use.get(&image.id) {
-            Some(by) => Some(format!("in use by {by}")),
+            Some(users) => {
+                let users: Vec<String> = users
+                    .iter()
+                    .map(|(by, n)| match n {
+                        0 | 1 => by.clone(),
+                        n => format!("{by} ({n} instances)"),
+                    })
+                    .collect();
+                Some(format!("in use by {}", users.join(", ")))
+            }
             None if rank < plan.keep => Some(format!("among the newest {}", plan.keep)),
             None => None,
         };

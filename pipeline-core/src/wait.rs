@@ -131,6 +131,15 @@ impl Interrupt {
     }
 }
 
+/// `d` to the nearest second, for showing a deadline (sub-second ones as they are).
+fn whole_seconds(d: Duration) -> Duration {
+    if d < Duration::from_secs(1) {
+        d
+    } else {
+        Duration::from_secs(d.as_secs_f64().round() as u64)
+    }
+}
+
 /// Lets `duration` pass, or returns [`Error::Interrupted`] as soon as
 /// `interrupt` fires (at once, if it has).
 pub async fn pause(duration: Duration, interrupt: &Interrupt) -> Result<()> {
@@ -170,7 +179,7 @@ where
         let line = format!(
             "waiting for {what}: {last_seen}, {} of {}",
             crate::config::format_duration(Duration::from_secs(started.elapsed().as_secs())),
-            crate::config::format_duration(poll.deadline)
+            crate::config::format_duration(whole_seconds(poll.deadline))
         );
         if last_line.is_none_or(|at: Instant| now - at >= PROGRESS_EVERY) {
             tracing::info!(target: PROGRESS, "{line}");

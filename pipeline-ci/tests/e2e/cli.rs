@@ -160,12 +160,26 @@ async fn a_verdict_that_cannot_be_recorded_fails_before_the_tests_run() {
     };
     // No config to find the state bucket in.
     refused(&env.pipeline(&tests).await, "no config");
-    // A config, but no AWS credentials.
+    // A config, but no AWS credentials: the message names the call and the
+    // object, and nothing of the SDK's insides.
     env.write_config(&env.config(""));
-    refused(
-        &env.pipeline_in_job(&tests, &[], false).await,
-        "no credentials",
+    let anonymous = env.pipeline_in_job(&tests, &[], false).await;
+    refused(&anonymous, "no credentials");
+    assert!(
+        anonymous.stderr.contains(&format!(
+            "AWS GetObject on s3://{}/tests/shop/{SHA}.json failed: NoCredentials",
+            env.world.state_bucket
+        )),
+        "{}",
+        anonymous.stderr
     );
+    for internal in ["SdkBody", "DispatchFailure", "Raw", "Some(", "None"] {
+        assert!(
+            !anonymous.stderr.contains(internal),
+            "{internal}: {}",
+            anonymous.stderr
+        );
+    }
     // A config whose state bucket does not exist.
     env.write_config(&env.config("").replace(
         &format!("bucket: {}", env.world.state_bucket),
@@ -273,7 +287,12 @@ async fn bad_arguments_exit_2_before_any_aws_call_the_lock_included() {
         env.environment("prod2", "{ classic: shop-prod2 }"),
     );
     env.write_config(&config);
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
+        (&["unlock", "--env", "nosuch"], "no lock \"nosuch\""),
+        (
+            &["status", "--lock-timeout", "5s"],
+            "unexpected argument '--lock-timeout'",
+        ),
         (
             &["promote", "--to", "nosuch", "--commit", SHA],
             "not a slot",

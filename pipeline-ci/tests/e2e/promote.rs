@@ -388,6 +388,33 @@ async fn a_deploy_into_the_live_slot_is_refused_unless_allowed() {
     assert_eq!(env.live_instances("prod1", SHA).await.len(), 2);
     assert!(env.live_instances("prod1", SHA2).await.is_empty());
 
+    // A promote in flight holds both slots: a deploy to the idle slot
+    // does not race it.
+    let holder = serde_json::json!({
+        "run": "promote-run", "stage": "promote", "commit": SHA, "actor": "grace",
+        "job_url": null, "started_at": "2026-12-01T00:00:00Z",
+        "expires_ms": 9_999_999_999_999i64,
+    });
+    env.s3()
+        .put_object()
+        .bucket(&env.world.state_bucket)
+        .key("locks/shop/prod2")
+        .body(holder.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let raced = env
+        .pipeline(&["deploy", "--slot", "idle", "--commit", SHA2])
+        .await;
+    assert_eq!(raced.code, 3, "{raced:#?}");
+    assert!(
+        raced.stderr.contains("promote run promote-run"),
+        "{}",
+        raced.stderr
+    );
+    assert!(env.live_instances("prod2", SHA2).await.is_empty());
+    env.ok(&["unlock", "--env", "prod2"]).await;
+
     // The idle slot, chosen by the record: prod2.
     let idle = env
         .ok(&[

@@ -113,7 +113,8 @@ fn root_cause(err: &dyn std::error::Error) -> Option<String> {
 fn is_credentials_failure(err: &dyn std::error::Error) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.to_string().contains("loading credentials") {
+        let text = e.to_string();
+        if text.contains("loading credentials") || text.contains("no credentials found") {
             return true;
         }
         source = e.source();

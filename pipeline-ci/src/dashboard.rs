@@ -17,6 +17,15 @@ fn short(commit: &str) -> &str {
     pipeline_core::release::short_commit(commit)
 }
 
+/// Writes the page to `file`.
+pub fn write(file: &std::path::Path, status: &StatusReport) -> pipeline_core::Result<()> {
+    std::fs::write(file, render(status)).map_err(|e| {
+        pipeline_core::Error::Input(format!("cannot write {}: {e}", file.display()))
+    })?;
+    tracing::info!("dashboard written to {}", file.display());
+    Ok(())
+}
+
 /// The page.
 pub fn render(status: &StatusReport) -> String {
     let (app, record, envs, events) = (

@@ -122,13 +122,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             skip_test_gate,
             lock,
         } => {
-            let config = Config::load(&cli.config)?;
             let options = BuildOptions {
                 commit: commit::resolve(commit.as_deref(), env)?,
                 skip_test_gate,
                 lock_wait: lock.timeout,
             };
-            report!(start(config, step).await?.build(options))
+            report!(open(&cli.config, step).await?.build(options))
         }
         Command::Deploy {
             env: name,
@@ -138,7 +137,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ami,
             lock,
         } => {
-            let config = Config::load(&cli.config)?;
             let options = DeployOptions {
                 target: match (name, slot) {
                     (Some(name), _) => DeployTarget::Env(name),
@@ -148,7 +146,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
                 lock_wait: lock.timeout,
             };
-            report!(start(config, step).await?.deploy(options))
+            report!(open(&cli.config, step).await?.deploy(options))
         }
         Command::Task {
             env: name,
@@ -157,14 +155,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             name: task,
             lock,
         } => {
-            let config = Config::load(&cli.config)?;
             let options = TaskOptions {
                 env: name,
                 task,
                 release: commit::release(ami.as_deref(), commit.as_deref(), env)?,
                 lock_wait: lock.timeout,
             };
-            report!(start(config, step).await?.task(options))
+            report!(open(&cli.config, step).await?.task(options))
         }
         Command::Promote {
             to,
@@ -172,14 +169,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             adopt,
             lock,
         } => {
-            let config = Config::load(&cli.config)?;
             let options = PromoteOptions {
                 to,
                 adopt,
                 commit: commit::resolve(commit.as_deref(), env)?,
                 lock_wait: lock.timeout,
             };
-            report!(start(config, step).await?.promote(options))
+            report!(open(&cli.config, step).await?.promote(options))
         }
         Command::Rollback { lock } => {
             let options = RollbackOptions {
@@ -192,9 +188,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let status = open(&cli.config, step).await?;
             let report = status.status(StatusOptions { recent }).await?;
             if let Some(file) = html {
-                std::fs::write(&file, dashboard::render(&report))
-                    .map_err(|e| Error::Input(format!("cannot write {}: {e}", file.display())))?;
-                tracing::info!("dashboard written to {}", file.display());
+                dashboard::write(&file, &report)?;
             }
             Ok(output::report(format, &report))
         }
@@ -203,11 +197,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             report!(open(&cli.config, step).await?.history(options))
         }
         Command::Unlock { env: scope } => {
-            report!(
-                open(&cli.config, step)
-                    .await?
-                    .unlock(UnlockOptions { scope })
-            )
+            let options = UnlockOptions { scope };
+            report!(open(&cli.config, step).await?.unlock(options))
         }
         Command::Gc {
             keep,
@@ -224,14 +215,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Loads the config at `path` and starts a session on it for `step`.
+/// Loads the config at `path` and starts a session on it for `step`, run
+/// by whoever the CI says started the job (logged for a `step` that
+/// changes AWS).
 async fn open(path: &std::path::Path, step: Option<&str>) -> Result<Session> {
-    start(Config::load(path)?, step).await
-}
-
-/// The session of `config`, run by whoever the CI says started the job
-/// (logged for a `step` that changes AWS).
-async fn start(config: Config, step: Option<&str>) -> Result<Session> {
+    let config = Config::load(path)?;
     let actor = ci::actor(step);
     let sdk = pipeline_core::aws::sdk_config(&config.region).await;
     Session::new(config, &sdk, actor, |name| std::env::var(name).ok())

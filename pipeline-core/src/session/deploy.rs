@@ -239,14 +239,7 @@ impl Session {
                 (None, None) => unreachable!("the idle slot has a promote plan"),
             };
             let plan = DeployPlan::new(&self.config, &env)?;
-            let release = options
-                .release
-                .resolve(
-                    self.adapters.images(),
-                    &self.config.region,
-                    &self.config.app,
-                )
-                .await?;
+            let release = self.built(&options.release).await?;
             let outcome = release
                 .deploy(&plan, self.adapters.deploy(&env), run.id(), &self.interrupt)
                 .await?;

@@ -48,6 +48,7 @@ use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::notify::Notifier;
 use crate::recovery;
+use crate::release::{Built, Release, ReleaseRef};
 use crate::run::{Actor, StageRun, Tracking};
 use crate::wait::Interrupt;
 
@@ -99,6 +100,17 @@ impl Session {
     /// The config the session runs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The built release `release` names, found by its tags.
+    async fn built(&self, release: &ReleaseRef) -> Result<Release<Built>> {
+        release
+            .resolve(
+                self.adapters.images(),
+                &self.config.region,
+                &self.config.app,
+            )
+            .await
     }
 
     /// Terminates the builder and task instances of the killed runs whose

@@ -74,14 +74,7 @@ impl Session {
         let mut run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
         let result = async {
             self.recover(&mut run).await?;
-            let release = options
-                .release
-                .resolve(
-                    self.adapters.images(),
-                    &self.config.region,
-                    &self.config.app,
-                )
-                .await?;
+            let release = self.built(&options.release).await?;
             let outcome = task::run(
                 &plan,
                 self.adapters.instances(),

@@ -49,6 +49,7 @@
 
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod aws;
 pub mod config;
 pub mod error;

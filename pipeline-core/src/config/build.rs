@@ -1,5 +1,6 @@
 //! The `build` section: how the commit's AMI is baked.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use serde::Deserialize;
 
 use super::check::{self, Checked};
 use super::duration::{DurationText, duration};
-use super::shape::{InstanceShape, default_instance_type};
+use super::shape::{
+    Encryption, InstanceShape, RawMetadata, RawRootVolume, RawShape, default_instance_type,
+};
+use super::size::{SizeText, size};
 
 /// `build` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -35,6 +39,35 @@ pub(super) struct RawBuild {
     /// EC2 key pair for the builder, for debugging a bake by hand.
     #[serde(default)]
     key_name: Option<String>,
+    /// The builder's instance metadata service [default: IMDSv2 only, one hop].
+    #[serde(default)]
+    metadata: RawMetadata,
+    /// The builder's root volume, and so the AMI's [default: gp3, the base image's size].
+    #[serde(default)]
+    root_volume: RawRootVolume,
+    /// Encrypt the builder's root volume (with the account's default EBS
+    /// key), so the AMI and its snapshots are encrypted.
+    #[serde(default)]
+    encrypt: bool,
+    /// Encrypt with this KMS key instead (id, ARN or alias/...); implies `encrypt`.
+    #[serde(default)]
+    kms_key: Option<String>,
+    /// The KMS key for each copy region (a key lives in one region) when
+    /// the AMI is encrypted with `kms_key` [default: that region's default EBS key].
+    #[serde(default)]
+    copy_kms_keys: BTreeMap<String, String>,
+    /// The commit's build: a file or directory (relative to the config file)
+    /// the builder downloads and unpacks into `artifact_dir` before the
+    /// provisioning script runs. `pipeline build --artifact` overrides it.
+    #[serde(default)]
+    artifact: Option<PathBuf>,
+    /// Where the builder unpacks the artifact [default: /opt/<app>/release].
+    #[serde(default)]
+    artifact_dir: Option<String>,
+    /// The largest artifact (packed) the build uploads [default: 2GiB].
+    #[serde(default = "default_artifact_limit", deserialize_with = "size")]
+    #[schemars(with = "SizeText")]
+    artifact_limit: u64,
     /// The provisioning script, inline. Exactly one of `provision` and `provision_file`.
     #[serde(default)]
     provision: Option<String>,
@@ -85,6 +118,15 @@ pub struct BuildConfig {
     /// Accounts that launch the same AMI (a production account apart from
     /// the build account).
     pub share_with: Vec<String>,
+    /// The KMS key of each copy region, for an AMI encrypted with a key.
+    pub copy_kms_keys: BTreeMap<String, String>,
+    /// The commit's build, as configured (resolved against the config
+    /// file's directory); `None`: the provisioning script fetches its own.
+    pub artifact: Option<PathBuf>,
+    /// Where the builder unpacks the artifact; `None`: `/opt/<app>/release`.
+    pub artifact_dir: Option<String>,
+    /// The largest artifact, packed, in bytes.
+    pub artifact_limit: u64,
 }
 
 /// Where the builder's base image comes from.
@@ -154,6 +196,10 @@ fn default_image_timeout() -> Duration {
     Duration::from_secs(45 * 60)
 }
 
+fn default_artifact_limit() -> u64 {
+    2 << 30
+}
+
 pub(super) fn default_poll_interval() -> Duration {
     Duration::from_secs(5)
 }
@@ -172,13 +218,47 @@ impl RawBuild {
                 }
             }
         }
-        let shape = InstanceShape::check(
+        let mut shape = InstanceShape::check(
             "build",
-            self.instance_type,
-            self.security_groups,
-            self.instance_profile,
-            self.key_name,
+            RawShape {
+                instance_type: self.instance_type,
+                security_groups: self.security_groups,
+                instance_profile: self.instance_profile,
+                key_name: self.key_name,
+                metadata: self.metadata,
+                root_volume: self.root_volume,
+            },
         )?;
+        shape.root_volume.encryption = match self.kms_key {
+            Some(key) if key.trim().is_empty() => {
+                return Err("build.kms_key: empty; give a key id, ARN or alias/...".into());
+            }
+            Some(key) => Encryption::Key(key),
+            None if self.encrypt => Encryption::DefaultKey,
+            None => Encryption::AsImage,
+        };
+        for region in self.copy_kms_keys.keys() {
+            if !self.copy_to_regions.contains(region) {
+                return Err(format!(
+                    "build.copy_kms_keys: {region} is not in build.copy_to_regions"
+                ));
+            }
+        }
+        if !self.copy_kms_keys.is_empty()
+            && !matches!(shape.root_volume.encryption, Encryption::Key(_))
+        {
+            return Err("build.copy_kms_keys: only with build.kms_key (an AMI encrypted with the default key is copied with each region's default key)".into());
+        }
+        if let Some(dir) = &self.artifact_dir
+            && (!dir.starts_with('/') || dir.contains('\'') || dir.trim() == "/")
+        {
+            return Err(format!(
+                "build.artifact_dir: {dir:?} must be an absolute directory (not /) without quotes"
+            ));
+        }
+        if self.artifact_limit == 0 {
+            return Err("build.artifact_limit: must be more than 0".into());
+        }
         if let Some(subnet) = &self.subnet {
             check::prefixed("build.subnet", subnet, "subnet-")?;
         }
@@ -233,6 +313,10 @@ impl RawBuild {
             poll_interval: self.poll_interval,
             copy_to_regions: self.copy_to_regions,
             share_with: self.share_with,
+            copy_kms_keys: self.copy_kms_keys,
+            artifact: self.artifact.map(|path| dir.join(path)),
+            artifact_dir: self.artifact_dir,
+            artifact_limit: self.artifact_limit,
         })
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::build::default_poll_interval;
 use super::check::{self, Checked};
 use super::duration::{DurationText, duration};
-use super::shape::{InstanceShape, default_instance_type};
+use super::shape::{InstanceShape, RawMetadata, RawRootVolume, RawShape, default_instance_type};
 
 /// An environment as written.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -45,9 +45,20 @@ pub(super) struct RawEnvironment {
     /// EC2 key pair of the instances.
     #[serde(default)]
     key_name: Option<String>,
+    /// The instances' metadata service [default: IMDSv2 only, one hop].
+    #[serde(default)]
+    metadata: RawMetadata,
+    /// The instances' root volume [default: gp3, the AMI's size].
+    #[serde(default)]
+    root_volume: RawRootVolume,
     /// Environment-specific settings, delivered to the instance as user-data.
     #[serde(default)]
     settings: BTreeMap<String, String>,
+    /// Secrets by reference: `NAME: ssm:/path/to/parameter`. Only the
+    /// parameter's name is in user-data; the instance reads the value at
+    /// boot with its own role into /etc/pipeline/environment (mode 0600).
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
     /// The load balancer the instances serve behind.
     load_balancer: LoadBalancer,
     /// How long new instances may take to be running and healthy in the balancer.
@@ -87,6 +98,8 @@ pub struct EnvironmentConfig {
     /// What tells one environment from another on the same AMI (written to
     /// `/etc/pipeline/environment` at boot).
     pub settings: BTreeMap<String, String>,
+    /// Secrets the instance reads at boot: name -> SSM parameter.
+    pub secrets: BTreeMap<String, SecretRef>,
     /// Where the traffic comes from; what "healthy" means.
     pub load_balancer: LoadBalancer,
     /// How long a new fleet may take to run and be healthy before the
@@ -101,6 +114,45 @@ pub struct EnvironmentConfig {
     pub poll_interval: Duration,
     /// The release tasks, in the order a deploy runs them.
     pub tasks: IndexMap<String, TaskConfig>,
+}
+
+/// Where a secret's value lives: an SSM Parameter Store parameter
+/// (a `SecureString`, read decrypted).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretRef {
+    /// The parameter's name, starting with `/`.
+    pub parameter: String,
+}
+
+impl SecretRef {
+    /// Reads `ssm:/path/to/parameter`.
+    pub fn parse(text: &str) -> Result<SecretRef, String> {
+        let Some(parameter) = text.strip_prefix("ssm:") else {
+            return Err(format!(
+                "{text:?} is not a secret reference; write it as ssm:/path/to/parameter"
+            ));
+        };
+        let ok = parameter.starts_with('/')
+            && parameter.len() > 1
+            && parameter.len() <= 2048
+            && parameter
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{parameter:?} is not an SSM parameter name (/path/to/name: letters, digits, / _ . -)"
+            ));
+        }
+        Ok(SecretRef {
+            parameter: parameter.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ssm:{}", self.parameter)
+    }
 }
 
 /// Who launches an environment's instances, and where.
@@ -275,10 +327,14 @@ impl RawEnvironment {
         };
         let shape = InstanceShape::check(
             &section,
-            self.instance_type,
-            self.security_groups,
-            self.instance_profile,
-            self.key_name,
+            RawShape {
+                instance_type: self.instance_type,
+                security_groups: self.security_groups,
+                instance_profile: self.instance_profile,
+                key_name: self.key_name,
+                metadata: self.metadata,
+                root_volume: self.root_volume,
+            },
         )?;
         check_balancer(&key("load_balancer"), &self.load_balancer)?;
         if self.healthy_for >= self.health_timeout {
@@ -305,11 +361,25 @@ impl RawEnvironment {
         for setting in self.settings.keys() {
             check::env_name(&key("settings"), setting)?;
         }
+        let mut secrets = BTreeMap::new();
+        for (name, reference) in self.secrets {
+            check::env_name(&key("secrets"), &name)?;
+            if self.settings.contains_key(&name) {
+                return Err(format!(
+                    "{}: {name} is also in settings; give it in one of the two",
+                    key("secrets")
+                ));
+            }
+            let parsed = SecretRef::parse(&reference)
+                .map_err(|m| format!("{}.{name}: {m}", key("secrets")))?;
+            secrets.insert(name, parsed);
+        }
         Ok(EnvironmentConfig {
             count: self.count,
             shape,
             placement,
             settings: self.settings,
+            secrets,
             load_balancer: self.load_balancer,
             health_timeout: self.health_timeout,
             healthy_for: self.healthy_for,

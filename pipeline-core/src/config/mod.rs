@@ -25,6 +25,7 @@ mod environment;
 mod notify;
 mod promote;
 mod shape;
+mod size;
 mod state;
 
 use std::collections::BTreeMap;
@@ -35,10 +36,13 @@ use serde::Deserialize;
 
 pub use build::{BaseImage, BuildConfig};
 pub use duration::{format_duration, parse_duration};
-pub use environment::{EnvironmentConfig, LoadBalancer, Placement, TaskConfig, TaskWhen};
+pub use environment::{
+    EnvironmentConfig, LoadBalancer, Placement, SecretRef, TaskConfig, TaskWhen,
+};
 pub use notify::{EventKind, SecretHeader, WebhookConfig, WebhookUrl};
 pub use promote::{PromoteConfig, RecordType};
-pub use shape::InstanceShape;
+pub use shape::{Encryption, InstanceShape, MetadataOptions, RootVolume};
+pub use size::{format_size, parse_size};
 pub use state::StateConfig;
 
 #[cfg(test)]

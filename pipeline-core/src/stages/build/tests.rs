@@ -24,6 +24,8 @@ fn plan() -> BuildPlan {
             security_groups: vec!["sg-1".into()],
             instance_profile: None,
             key_name: None,
+            metadata: Default::default(),
+            root_volume: Default::default(),
         },
         subnet: Some("subnet-1".into()),
         user_data: "#!/bin/sh\npoweroff\n".into(),

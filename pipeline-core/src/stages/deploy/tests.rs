@@ -25,6 +25,8 @@ fn shape() -> InstanceShape {
         security_groups: vec![],
         instance_profile: None,
         key_name: None,
+        metadata: Default::default(),
+        root_volume: Default::default(),
     }
 }
 

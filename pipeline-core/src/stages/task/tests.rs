@@ -20,6 +20,8 @@ fn plan() -> TaskPlan {
             security_groups: vec!["sg-1".into()],
             instance_profile: Some("shop-task".into()),
             key_name: None,
+            metadata: Default::default(),
+            root_volume: Default::default(),
         },
         subnet: Some("subnet-a".into()),
         settings: "#!/bin/sh\nmkdir -p /etc/pipeline\n".into(),

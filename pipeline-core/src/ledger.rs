@@ -108,6 +108,18 @@ pub struct Entry {
     /// neither slot), for rollback to return to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced: Vec<crate::ports::Record>,
+    /// The artifact a build baked (or found baked): its provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRecord>,
+}
+
+/// An artifact as the ledger keeps it: what it was, not where to get it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Its hex SHA-256.
+    pub sha256: String,
+    /// Its size in bytes, packed.
+    pub size: u64,
 }
 
 /// The ledger of one app in the state bucket.

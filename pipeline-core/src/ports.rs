@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::config::InstanceShape;
+use crate::config::{Encryption, InstanceShape, MetadataOptions};
 use crate::error::Result;
 use crate::release::Commit;
 
@@ -29,6 +29,9 @@ pub mod tag {
     pub const ROLE_APP: &str = "app";
     /// `pipeline:role` of a one-shot release task instance.
     pub const ROLE_TASK: &str = "task";
+    /// On an AMI and its snapshots: the SHA-256 of the artifact it was
+    /// baked from (its provenance).
+    pub const ARTIFACT_SHA256: &str = "pipeline:artifact-sha256";
     /// The release task a task instance runs.
     pub const TASK: &str = "pipeline:task";
     /// On an Auto Scaling group: the maximum size a deploy in progress
@@ -67,6 +70,9 @@ pub struct Image {
     pub tags: Tags,
     /// The EBS snapshots behind it.
     pub snapshot_ids: Vec<String>,
+    /// The device name of its root volume (`/dev/xvda`), to set the root
+    /// volume's size and type at launch.
+    pub root_device: Option<String>,
 }
 
 /// An instance's lifecycle state, as EC2 names it.
@@ -172,6 +178,9 @@ pub struct LaunchSpec {
     pub user_data: String,
     /// What an OS-initiated shutdown does.
     pub shutdown: ShutdownBehaviour,
+    /// The image's root device (from [`Image::root_device`]): the shape's
+    /// root volume settings apply to it; `None`: the image's own.
+    pub root_device: Option<String>,
     /// Tags for the instances and their volumes, applied at creation.
     pub tags: Tags,
 }
@@ -358,13 +367,15 @@ pub trait AutoScaling: Send + Sync {
     async fn group(&self, name: &str) -> Result<GroupState>;
 
     /// A new launch template version from `source_version`, with the AMI,
-    /// the user-data and the instance tags replaced. Returns its number.
+    /// the user-data, the metadata options and the instance tags replaced.
+    /// Returns its number.
     async fn new_template_version(
         &self,
         template_id: &str,
         source_version: &str,
         image_id: &str,
         user_data: &str,
+        metadata: MetadataOptions,
         tags: &Tags,
     ) -> Result<String>;
 
@@ -437,7 +448,13 @@ pub trait Images: Send + Sync {
 
     /// CopyImage of `source` into `to_region`, tagging the copy and its
     /// snapshots at creation. Returns the copy's AMI id.
-    async fn copy_image(&self, source: &Image, to_region: &str, tags: &Tags) -> Result<String>;
+    async fn copy_image(
+        &self,
+        source: &Image,
+        to_region: &str,
+        tags: &Tags,
+        encryption: &Encryption,
+    ) -> Result<String>;
 
     /// Grants launch permission on an image to the given account ids.
     async fn share_image(&self, region: &str, image_id: &str, accounts: &[String]) -> Result<()>;
@@ -531,4 +548,52 @@ pub trait StateStore: Send + Sync {
 
     /// Every object under `prefix`, keys ascending (ListObjectsV2, paged).
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+}
+
+/// A URL that grants whoever holds it access: a bearer secret. It never
+/// shows itself in `Debug` or `Display`; only [`SecretUrl::expose`] gives
+/// the text, for the one place that must carry it (the builder's user-data).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL that must not be shown.
+    pub fn new(url: String) -> Self {
+        SecretUrl(url)
+    }
+
+    /// The URL itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretUrl(<redacted>)")
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<presigned URL>")
+    }
+}
+
+/// Where a build's artifact waits for the builder: the state bucket, under
+/// its key prefix.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// The size of the object at `key`, if there is one. One HeadObject.
+    async fn stored_size(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Uploads the file at `path` (`size` bytes) to `key`: one PutObject,
+    /// or a multipart upload for a large file (aborted if a part fails),
+    /// reporting progress as it goes.
+    async fn upload(&self, key: &str, path: &std::path::Path, size: u64) -> Result<()>;
+
+    /// A GET URL for `key` that works without credentials for `expires_in`.
+    /// Signing is local: no call.
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<SecretUrl>;
 }

@@ -291,6 +291,7 @@ impl<'a> StageRun<'a> {
                 entry.ami = d.ami.clone();
                 entry.instances = d.instances;
                 entry.replaced = d.replaced;
+                entry.artifact = d.artifact;
                 // A stage that ran and reports failure (a failing test).
                 let kind = if outcome == Outcome::Failed {
                     EventKind::Failed
@@ -362,6 +363,7 @@ impl<'a> StageRun<'a> {
             run: self.id.to_string(),
             note: self.note.clone(),
             replaced: Vec::new(),
+            artifact: None,
         }
     }
 
@@ -402,4 +404,6 @@ pub struct Details {
     /// The record sets a promote replaced that pointed at neither slot
     /// (`--adopt`), kept so rollback can return to them.
     pub replaced: Vec<crate::ports::Record>,
+    /// The artifact a build baked.
+    pub artifact: Option<crate::ledger::ArtifactRecord>,
 }

@@ -86,6 +86,7 @@ impl Adapters {
         BuildPorts {
             images: &self.ec2,
             instances: &self.ec2,
+            artifacts: self.state.as_ref(),
         }
     }
 

@@ -9,6 +9,7 @@ use aws_sdk_ec2::types::{
 use base64::Engine;
 
 use super::sdk_error;
+use crate::config::MetadataOptions;
 use crate::error::{Error, Result};
 use crate::ports::{AutoScaling, GroupState, Tags, tag};
 
@@ -102,6 +103,7 @@ impl AutoScaling for AutoScalingGroups {
         source_version: &str,
         image_id: &str,
         user_data: &str,
+        metadata: MetadataOptions,
         tags: &Tags,
     ) -> Result<String> {
         let tags: Vec<Tag> = tags
@@ -111,6 +113,7 @@ impl AutoScaling for AutoScalingGroups {
         let data = RequestLaunchTemplateData::builder()
             .image_id(image_id)
             .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
+            .metadata_options(super::ec2::template_metadata(metadata))
             .tag_specifications(
                 LaunchTemplateTagSpecificationRequest::builder()
                     .resource_type(ResourceType::Instance)

@@ -10,12 +10,16 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, ImageAttributeName, InstanceType, LaunchPermission,
-    LaunchPermissionModifications, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    ImageAttributeName, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceType, LaunchPermission, LaunchPermissionModifications, LaunchTemplateHttpTokensState,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine;
 
 use super::sdk_error;
+use crate::config::{Encryption, MetadataOptions};
 use crate::error::Result;
 use crate::ports::{
     AppInstance, Image, ImageState, Images, InstanceState, InstanceStatus, Instances, LaunchSpec,
@@ -108,7 +112,66 @@ fn image_from_sdk(region: &str, image: &aws_sdk_ec2::types::Image) -> Image {
             .iter()
             .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
             .collect(),
+        root_device: image.root_device_name().map(str::to_string),
     }
+}
+
+/// `Encrypted` and `KmsKeyId` for a volume or a copy.
+fn encryption_of(encryption: &Encryption) -> (Option<bool>, Option<String>) {
+    match encryption {
+        Encryption::AsImage => (None, None),
+        Encryption::DefaultKey => (Some(true), None),
+        Encryption::Key(key) => (Some(true), Some(key.clone())),
+    }
+}
+
+/// RunInstances' metadata options: tokens, hop limit, the endpoint on.
+fn instance_metadata(metadata: MetadataOptions) -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(if metadata.tokens_required {
+            HttpTokensState::Required
+        } else {
+            HttpTokensState::Optional
+        })
+        .http_put_response_hop_limit(i32::from(metadata.hop_limit))
+        .build()
+}
+
+/// A launch template's metadata options, the same as [`instance_metadata`].
+pub(super) fn template_metadata(
+    metadata: MetadataOptions,
+) -> LaunchTemplateInstanceMetadataOptionsRequest {
+    LaunchTemplateInstanceMetadataOptionsRequest::builder()
+        .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+        .http_tokens(if metadata.tokens_required {
+            LaunchTemplateHttpTokensState::Required
+        } else {
+            LaunchTemplateHttpTokensState::Optional
+        })
+        .http_put_response_hop_limit(i32::from(metadata.hop_limit))
+        .build()
+}
+
+/// The root volume's mapping (type, size, encryption), when the image's
+/// root device is known.
+fn root_volume(spec: &LaunchSpec) -> Option<Vec<BlockDeviceMapping>> {
+    let device = spec.root_device.as_ref()?;
+    let volume = &spec.shape.root_volume;
+    let (encrypted, key) = encryption_of(&volume.encryption);
+    let ebs = EbsBlockDevice::builder()
+        .volume_type(VolumeType::from(volume.volume_type.as_str()))
+        .set_volume_size(volume.size_gib.and_then(|s| i32::try_from(s).ok()))
+        .delete_on_termination(true)
+        .set_encrypted(encrypted)
+        .set_kms_key_id(key)
+        .build();
+    Some(vec![
+        BlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(ebs)
+            .build(),
+    ])
 }
 
 /// The best of several images for one release: available before pending,
@@ -203,10 +266,19 @@ impl Images for Ec2 {
         Ok(out.image_id().unwrap_or_default().to_string())
     }
 
-    async fn copy_image(&self, source: &Image, to_region: &str, tags: &Tags) -> Result<String> {
+    async fn copy_image(
+        &self,
+        source: &Image,
+        to_region: &str,
+        tags: &Tags,
+        encryption: &Encryption,
+    ) -> Result<String> {
+        let (encrypted, key) = encryption_of(encryption);
         let out = self
             .client(to_region)
             .copy_image()
+            .set_encrypted(encrypted)
+            .set_kms_key_id(key)
             .source_image_id(&source.id)
             .source_region(&source.region)
             .name(&source.name)
@@ -306,6 +378,8 @@ impl Instances for Ec2 {
             }))
             .set_key_name(spec.shape.key_name.clone())
             .user_data(user_data)
+            .metadata_options(instance_metadata(spec.shape.metadata))
+            .set_block_device_mappings(root_volume(spec))
             .instance_initiated_shutdown_behavior(shutdown)
             .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
             .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
@@ -515,6 +589,7 @@ mod tests {
             created: created.into(),
             tags: Tags::new(),
             snapshot_ids: vec![],
+            root_device: None,
         }
     }
 

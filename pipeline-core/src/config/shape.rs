@@ -106,7 +106,7 @@ impl Default for RawMetadata {
 }
 
 /// `root_volume` as written.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "`{ size: GiB, type: gp3 }`")]
 #[schemars(rename = "RootVolumeConfig")]
 pub(super) struct RawRootVolume {
@@ -116,6 +116,15 @@ pub(super) struct RawRootVolume {
     /// EBS volume type [default: gp3].
     #[serde(default = "default_volume_type", rename = "type")]
     volume_type: String,
+}
+
+impl Default for RawRootVolume {
+    fn default() -> Self {
+        RawRootVolume {
+            size: None,
+            volume_type: default_volume_type(),
+        }
+    }
 }
 
 /// The shape's settings as written under one section.

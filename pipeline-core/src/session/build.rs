@@ -1,17 +1,21 @@
-//! `pipeline build`: bake the commit's AMI, or reuse it, behind the test gate.
+//! `pipeline build`: bake the commit's AMI, with the commit's build in it,
+//! or reuse it, behind the test gate.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{Report, Session, secs};
+use crate::artifact::Artifact;
 use crate::config::EventKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ledger::ArtifactRecord;
 use crate::release::{Commit, Release};
 use crate::run::{Details, RunSpec, Stage, StageRun};
-use crate::stages::build::{BuildOutcome, BuildPlan};
+use crate::stages::build::{BuildInput, BuildOutcome, BuildPlan};
 
 /// What to bake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,23 @@ pub struct BuildOptions {
     pub skip_test_gate: bool,
     /// How long to wait for another build of the same commit.
     pub lock_wait: Duration,
+    /// The commit's build (`--artifact`), instead of `build.artifact`.
+    pub artifact: Option<PathBuf>,
+    /// Bake anew although the commit has an AMI (`--rebake`).
+    pub rebake: bool,
+}
+
+/// The artifact a build baked, or found baked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArtifactReport {
+    /// Its hex SHA-256.
+    pub sha256: String,
+    /// Its size in bytes, packed.
+    pub size: u64,
+    /// Its object: `s3://bucket/key`.
+    pub object: String,
+    /// Whether this run uploaded it.
+    pub uploaded: bool,
 }
 
 /// The commit's AMI.
@@ -44,14 +65,19 @@ pub struct BuildReport {
     pub builder: Option<String>,
     /// Its copies: region -> AMI.
     pub copies: BTreeMap<String, String>,
+    /// This run's artifact, if it had one.
+    pub artifact: Option<ArtifactReport>,
+    /// The artifact digest the AMI carries (`pipeline:artifact-sha256`):
+    /// another than `artifact`'s when a reused AMI was baked from another build.
+    pub artifact_sha256: Option<String>,
     /// The run tagged on what it created.
     pub run: String,
     /// The stage's wall time.
     pub duration_secs: f64,
 }
 
-impl From<&BuildOutcome> for BuildReport {
-    fn from(out: &BuildOutcome) -> Self {
+impl BuildReport {
+    fn new(out: &BuildOutcome, bucket: &str, key_prefix: &str) -> Self {
         let image = out.release.image();
         BuildReport {
             ami: image.id.clone(),
@@ -66,6 +92,13 @@ impl From<&BuildOutcome> for BuildReport {
                 .iter()
                 .map(|c| (c.region.clone(), c.id.clone()))
                 .collect(),
+            artifact: out.artifact.as_ref().map(|a| ArtifactReport {
+                sha256: a.sha256.clone(),
+                size: a.size,
+                object: format!("s3://{bucket}/{key_prefix}{}", a.key),
+                uploaded: a.uploaded,
+            }),
+            artifact_sha256: out.baked_from.clone(),
             run: out.run.to_string(),
             duration_secs: secs(out.duration),
         }
@@ -87,6 +120,7 @@ impl Session {
     /// the ledger records), after cleaning up what a killed build left.
     pub async fn build(&self, options: BuildOptions) -> Result<BuildReport> {
         let plan = BuildPlan::new(&self.config)?;
+        let artifact = self.pack_artifact(options.artifact).await?;
         let commit = options.commit;
         let spec = RunSpec {
             commit: Some(commit.clone()),
@@ -107,18 +141,59 @@ impl Session {
                 self.tracking.ledger.test_gate(commit).await?
             };
             self.recover(&mut run).await?;
+            let input = BuildInput {
+                artifact: artifact.as_ref(),
+                rebake: options.rebake,
+            };
+            if options.rebake {
+                run.note("rebaked (--rebake)");
+            }
             release
-                .build(&plan, self.adapters.build(), run.id(), &self.interrupt)
+                .build(
+                    &plan,
+                    self.adapters.build(),
+                    input,
+                    run.id(),
+                    &self.interrupt,
+                )
                 .await
         }
         .await;
         let outcome = run
             .finish(result, EventKind::Succeeded, |o| Details {
                 ami: Some(o.release.image().id.clone()),
+                artifact: o.artifact.as_ref().map(|a| ArtifactRecord {
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                }),
                 ..Details::default()
             })
             .await?;
-        Ok(BuildReport::from(&outcome))
+        let state = &self.config.state;
+        Ok(BuildReport::new(&outcome, &state.bucket, &state.key_prefix))
+    }
+
+    /// Packs `--artifact`, else `build.artifact`, before any call: a missing
+    /// or empty path, or one over the limit, is bad input.
+    async fn pack_artifact(&self, flag: Option<PathBuf>) -> Result<Option<Artifact>> {
+        let (path, what) = match flag {
+            Some(path) => (path, "--artifact"),
+            None => match &self.config.build.artifact {
+                Some(path) => (path.clone(), "build.artifact"),
+                None => return Ok(None),
+            },
+        };
+        let limit = self.config.build.artifact_limit;
+        let packed = tokio::task::spawn_blocking(move || Artifact::pack(&path, what, limit))
+            .await
+            .map_err(|e| Error::Input(format!("{what}: packing failed: {e}")))??;
+        tracing::info!(
+            "artifact {} packed from {} ({})",
+            packed.sha256,
+            packed.source.display(),
+            crate::config::format_size(packed.size)
+        );
+        Ok(Some(packed))
     }
 }
 
@@ -138,6 +213,13 @@ mod tests {
             base_image: None,
             builder: None,
             copies: BTreeMap::from([("eu-west-1".into(), "ami-2".into())]),
+            artifact: Some(ArtifactReport {
+                sha256: "ab".into(),
+                size: 3,
+                object: "s3://b/artifacts/shop/c/ab.tar.gz".into(),
+                uploaded: true,
+            }),
+            artifact_sha256: Some("ab".into()),
             run: "r".into(),
             duration_secs: 0.5,
         };
@@ -145,6 +227,8 @@ mod tests {
             keys(&report),
             [
                 "ami",
+                "artifact",
+                "artifact_sha256",
                 "base_image",
                 "builder",
                 "commit",

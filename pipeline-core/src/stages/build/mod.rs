@@ -1,23 +1,34 @@
 //! Build: bake one AMI per commit.
 //!
-//! A builder instance boots the base image with the provisioning script as
-//! user-data; the script powers the machine off; the stopped disk becomes the
-//! AMI (CreateImage, tagged at creation). Idempotent: an AMI already tagged
-//! with the commit is reused. On any failure, timeout or interrupt the
-//! builder is terminated and a half-made AMI deregistered.
+//! The commit's build (an [`Artifact`]) goes to the state bucket once, named
+//! by its SHA-256. A builder instance boots the base image with the wrapped
+//! provisioning script as user-data ([`provision`]): it downloads the
+//! artifact through a presigned URL, checks its digest, unpacks it, runs the
+//! script and powers the machine off; the stopped disk becomes the AMI
+//! (CreateImage, tagged at creation, the artifact's digest included).
+//! Idempotent: an AMI already tagged with the commit is reused (with a
+//! warning when it was baked from another artifact), unless a rebake is
+//! asked for. On any failure, timeout or interrupt the builder is terminated
+//! and a half-made AMI deregistered.
 
 use std::time::{Duration, Instant};
 
 pub mod provision;
 
-use crate::config::{BaseImage, Config, InstanceShape};
+use crate::artifact::Artifact;
+use crate::config::{BaseImage, Config, Encryption, InstanceShape, format_size};
 use crate::error::{Error, Result};
 use crate::ports::{
-    Image, ImageState, Images, Instances, LaunchSpec, ShutdownBehaviour, Tags, tag,
+    ArtifactStore, Image, ImageState, Images, Instances, LaunchSpec, SecretUrl, ShutdownBehaviour,
+    Tags, tag,
 };
 use crate::release::{Built, Commit, Release, RunId, Tested, utc_stamp};
 use crate::wait::{self, Interrupt, Poll, Progress};
-use provision::PROVISION_FAILED_MARKER;
+use provision::{ArtifactFetch, Bakes, PROVISION_FAILED_MARKER};
+
+/// How much longer than the bake's deadline the artifact's URL stays good
+/// (the builder boots before it downloads, and retries).
+const URL_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// Everything the build stage needs, checked and derived from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +43,12 @@ pub struct BuildPlan {
     pub shape: InstanceShape,
     /// Where the builder runs (`None`: the default VPC).
     pub subnet: Option<String>,
-    /// The wrapped provisioning script.
-    pub user_data: String,
+    /// The provisioning script (checked to fit the wrapper).
+    pub provision: String,
+    /// Where the builder unpacks the artifact.
+    pub artifact_dir: String,
+    /// The KMS key of each copy region, for an AMI encrypted with a key.
+    pub copy_kms_keys: std::collections::BTreeMap<String, String>,
     /// Polling for the builder to power off.
     pub provision_poll: Poll,
     /// Polling for CreateImage / CopyImage to finish.
@@ -55,7 +70,15 @@ impl BuildPlan {
             base_image: b.base_image.clone(),
             shape: b.shape.clone(),
             subnet: b.subnet.clone(),
-            user_data: provision::wrap(&b.provision)?,
+            provision: {
+                provision::check(&b.provision, &config.app, true)?;
+                b.provision.clone()
+            },
+            artifact_dir: b
+                .artifact_dir
+                .clone()
+                .unwrap_or_else(|| format!("/opt/{}/release", config.app)),
+            copy_kms_keys: b.copy_kms_keys.clone(),
             provision_poll: Poll {
                 interval: b.poll_interval,
                 deadline: b.timeout,
@@ -68,6 +91,28 @@ impl BuildPlan {
             share_with: b.share_with.clone(),
         })
     }
+}
+
+/// What a build bakes besides the provisioning script.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildInput<'a> {
+    /// The commit's build, packed; `None`: the script fetches its own.
+    pub artifact: Option<&'a Artifact>,
+    /// Bake anew although the commit has an AMI (the old one is left to gc).
+    pub rebake: bool,
+}
+
+/// Where this run's artifact went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedArtifact {
+    /// Its hex SHA-256.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its key in the state bucket (under the key prefix).
+    pub key: String,
+    /// Whether this run uploaded it (`false`: it was there, or the AMI was reused).
+    pub uploaded: bool,
 }
 
 /// What a build did.
@@ -83,6 +128,10 @@ pub struct BuildOutcome {
     pub builder: Option<String>,
     /// The AMI's copies in other regions.
     pub copies: Vec<Image>,
+    /// This run's artifact, if it had one.
+    pub artifact: Option<StagedArtifact>,
+    /// The artifact digest the AMI carries (`pipeline:artifact-sha256`).
+    pub baked_from: Option<String>,
     /// The run id tagged on what this run created.
     pub run: RunId,
     /// Wall time of the stage.
@@ -95,6 +144,8 @@ pub struct BuildPorts<'a> {
     pub images: &'a dyn Images,
     /// Runs the builder and watches it power off.
     pub instances: &'a dyn Instances,
+    /// Keeps the artifact for the builder to fetch.
+    pub artifacts: &'a dyn ArtifactStore,
 }
 
 impl Release<Tested> {
@@ -102,14 +153,18 @@ impl Release<Tested> {
     ///
     /// ```no_run
     /// # async fn example(sdk: aws_config::SdkConfig) -> pipeline_core::Result<()> {
-    /// use pipeline_core::{aws::ec2::Ec2, config::Config, release::{Release, RunId},
-    ///     stages::build::{BuildPlan, BuildPorts}, wait::Interrupt};
+    /// use pipeline_core::{artifact::Artifact, aws::{ec2::Ec2, s3::StateBucket}, config::Config,
+    ///     release::{Release, RunId}, stages::build::{BuildInput, BuildPlan, BuildPorts},
+    ///     wait::Interrupt};
     /// let config = Config::load("pipeline.yaml".as_ref())?;
     /// let ec2 = Ec2::new(&sdk, &config.region);
     /// let commit = "0123456789abcdef0123456789abcdef01234567".parse()?;
+    /// let bucket = StateBucket::new(&sdk, &config.state.bucket, config.state.key_prefix.clone());
+    /// let artifact = Artifact::pack("dist".as_ref(), "artifact", config.build.artifact_limit)?;
+    /// let input = BuildInput { artifact: Some(&artifact), rebake: false };
+    /// let ports = BuildPorts { images: &ec2, instances: &ec2, artifacts: &bucket };
     /// let built = Release::vouched(&config.app, commit)
-    ///     .build(&BuildPlan::new(&config)?, BuildPorts { images: &ec2, instances: &ec2 },
-    ///            &RunId::new(), &Interrupt::on_signals())
+    ///     .build(&BuildPlan::new(&config)?, ports, input, &RunId::new(), &Interrupt::on_signals())
     ///     .await?;
     /// println!("{}", built.release.image().id);
     /// # Ok(()) }
@@ -118,35 +173,66 @@ impl Release<Tested> {
         self,
         plan: &BuildPlan,
         ports: BuildPorts<'_>,
+        input: BuildInput<'_>,
         run: &RunId,
         interrupt: &Interrupt,
     ) -> Result<BuildOutcome> {
         let started = Instant::now();
+        let mut tags = release_tags(plan, &self, run);
+        if let Some(artifact) = input.artifact {
+            tags.insert(tag::ARTIFACT_SHA256.to_string(), artifact.sha256.clone());
+        }
         let bake = Bake {
             plan,
             images: ports.images,
             instances: ports.instances,
+            artifacts: ports.artifacts,
             run,
             interrupt,
-            tags: release_tags(plan, &self, run),
+            tags,
         };
-        let existing = bake.reusable_image(&self).await?;
-        let (image, reused, base_image, builder) = match existing {
+        let existing = if input.rebake {
+            tracing::info!(
+                "baking anew (--rebake); an AMI baked earlier for this commit stays until gc removes it"
+            );
+            None
+        } else {
+            bake.reusable_image(&self).await?
+        };
+        let (image, reused, base_image, builder, staged) = match existing {
             Some(image) => {
                 tracing::info!(
                     "reusing {} ({}), already baked for this commit",
                     image.id,
                     image.name
                 );
-                (image, true, None, None)
+                bake.warn_if_not_reproducible(&image, input.artifact);
+                let staged = input.artifact.map(|a| StagedArtifact {
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                    key: a.key(&plan.app, self.commit().as_str()),
+                    uploaded: false,
+                });
+                (image, true, None, None, staged)
             }
             None => {
+                let staged = match input.artifact {
+                    Some(artifact) => Some(bake.stage(artifact, self.commit()).await?),
+                    None => None,
+                };
                 let base = bake.resolve_base_image().await?;
                 interrupt.check()?;
-                let (image, builder) = bake.bake(&self, &base).await?;
-                (image, false, Some(base.id), Some(builder))
+                let (image, builder) = bake.bake(&self, &base, staged.as_ref()).await?;
+                (
+                    image,
+                    false,
+                    Some(base.id),
+                    Some(builder),
+                    staged.map(|(staged, _)| staged),
+                )
             }
         };
+        let baked_from = image.tags.get(tag::ARTIFACT_SHA256).cloned();
         let copies = bake.copies(&image, self.commit()).await?;
         bake.share(&image, &copies).await?;
         Ok(BuildOutcome {
@@ -155,6 +241,8 @@ impl Release<Tested> {
             base_image,
             builder,
             copies,
+            artifact: staged,
+            baked_from,
             run: run.clone(),
             duration: started.elapsed(),
         })
@@ -173,6 +261,7 @@ struct Bake<'a> {
     plan: &'a BuildPlan,
     images: &'a dyn Images,
     instances: &'a dyn Instances,
+    artifacts: &'a dyn ArtifactStore,
     run: &'a RunId,
     interrupt: &'a Interrupt,
     /// app, commit, run: the tags shared by everything the bake creates.
@@ -185,6 +274,87 @@ impl Bake<'_> {
         tags.insert(tag::ROLE.to_string(), role.to_string());
         tags.insert("Name".to_string(), name.to_string());
         tags
+    }
+
+    /// Warns when the reused AMI was baked from another artifact than this
+    /// build's: the commit's build is not reproducible (or changed).
+    fn warn_if_not_reproducible(&self, image: &Image, artifact: Option<&Artifact>) {
+        let baked = image.tags.get(tag::ARTIFACT_SHA256);
+        let now = artifact.map(|a| &a.sha256);
+        if baked == now {
+            return;
+        }
+        let shown = |sha: Option<&String>| match sha {
+            Some(sha) => format!("artifact {sha}"),
+            None => "no artifact".to_string(),
+        };
+        tracing::warn!(
+            "{} was baked from {}, this build has {}: the commit's build is not reproducible. \
+             Reusing {}; `pipeline build --rebake` bakes it anew",
+            image.id,
+            shown(baked),
+            shown(now),
+            image.id
+        );
+    }
+
+    /// Puts the artifact in the state bucket unless it is there (one
+    /// HeadObject), and signs a URL for the builder that lasts the bake.
+    async fn stage(
+        &self,
+        artifact: &Artifact,
+        commit: &Commit,
+    ) -> Result<(StagedArtifact, SecretUrl)> {
+        let key = artifact.key(&self.plan.app, commit.as_str());
+        let stored = self.artifacts.stored_size(&key).await?;
+        let uploaded = if stored == Some(artifact.size) {
+            tracing::info!(
+                "artifact {} ({}) already in the state bucket",
+                artifact.sha256,
+                format_size(artifact.size)
+            );
+            false
+        } else {
+            tracing::info!(
+                "uploading artifact {} ({}) from {}",
+                artifact.sha256,
+                format_size(artifact.size),
+                artifact.source.display()
+            );
+            self.artifacts
+                .upload(&key, artifact.path(), artifact.size)
+                .await?;
+            true
+        };
+        self.interrupt.check()?;
+        let url = self
+            .artifacts
+            .presigned_get(&key, self.plan.provision_poll.deadline + URL_MARGIN)
+            .await?;
+        Ok((
+            StagedArtifact {
+                sha256: artifact.sha256.clone(),
+                size: artifact.size,
+                key,
+                uploaded,
+            },
+            url,
+        ))
+    }
+
+    /// How a copy to `region` is encrypted: as the AMI is, with the
+    /// region's own key when the AMI has a key of its own.
+    fn copy_encryption(&self, region: &str) -> Encryption {
+        match &self.plan.shape.root_volume.encryption {
+            Encryption::AsImage => Encryption::AsImage,
+            Encryption::DefaultKey => Encryption::DefaultKey,
+            Encryption::Key(_) => self
+                .plan
+                .copy_kms_keys
+                .get(region)
+                .map(|key| Encryption::Key(key.clone()))
+                .unwrap_or(Encryption::DefaultKey),
+        }
     }
 
     /// The commit's AMI if one exists: available, or pending (another run is
@@ -248,7 +418,25 @@ impl Bake<'_> {
     }
 
     /// Launches the builder and turns it into an AMI; cleans up on failure.
-    async fn bake(&self, release: &Release<Tested>, base: &Image) -> Result<(Image, String)> {
+    async fn bake(
+        &self,
+        release: &Release<Tested>,
+        base: &Image,
+        artifact: Option<&(StagedArtifact, SecretUrl)>,
+    ) -> Result<(Image, String)> {
+        let commit = release.commit().to_string();
+        let user_data = provision::wrap(
+            &self.plan.provision,
+            &Bakes {
+                app: &self.plan.app,
+                commit: &commit,
+                artifact: artifact.map(|(staged, url)| ArtifactFetch {
+                    url,
+                    sha256: &staged.sha256,
+                    dir: &self.plan.artifact_dir,
+                }),
+            },
+        )?;
         let name = format!(
             "{}-{}-{}",
             self.plan.app,
@@ -260,8 +448,9 @@ impl Bake<'_> {
             shape: self.plan.shape.clone(),
             count: 1,
             subnet_id: self.plan.subnet.clone(),
-            user_data: self.plan.user_data.clone(),
+            user_data,
             shutdown: ShutdownBehaviour::Stop,
+            root_device: base.root_device.clone(),
             tags: self.tagged(tag::ROLE_BUILDER, &format!("{}-builder", name)),
         };
         let builder = self
@@ -424,7 +613,11 @@ impl Bake<'_> {
                 }
                 _ => {
                     let tags = self.tagged(tag::ROLE_APP, &image.name);
-                    let id = self.images.copy_image(image, region, &tags).await?;
+                    let encryption = self.copy_encryption(region);
+                    let id = self
+                        .images
+                        .copy_image(image, region, &tags, &encryption)
+                        .await?;
                     tracing::info!("copying {} to {region} as {id}", image.id);
                     started.push((region.clone(), id, true));
                 }

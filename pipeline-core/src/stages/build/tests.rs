@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use mockall::predicate::eq;
 
 use super::*;
-use crate::ports::{InstanceStatus, MockImages, MockInstances};
+use crate::artifact::Artifact;
+use crate::ports::{InstanceStatus, MockArtifactStore, MockImages, MockInstances};
 use crate::wait::Interrupt;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -28,7 +29,9 @@ fn plan() -> BuildPlan {
             root_volume: Default::default(),
         },
         subnet: Some("subnet-1".into()),
-        user_data: "#!/bin/sh\npoweroff\n".into(),
+        provision: "#!/bin/sh\nmake install\n".into(),
+        artifact_dir: "/opt/shop/release".into(),
+        copy_kms_keys: Default::default(),
         provision_poll: Poll {
             interval: Duration::from_secs(5),
             deadline: Duration::from_secs(60),
@@ -51,6 +54,7 @@ fn image(id: &str, region: &str, state: ImageState) -> Image {
         created: "2026-11-01T00:00:00.000Z".into(),
         tags: Tags::new(),
         snapshot_ids: vec!["snap-1".into()],
+        root_device: Some("/dev/xvda".into()),
     }
 }
 
@@ -60,10 +64,35 @@ async fn run(
     instances: &MockInstances,
     interrupt: &Interrupt,
 ) -> Result<BuildOutcome> {
+    let artifacts = MockArtifactStore::new(); // no artifact: no call
+    run_with(
+        plan,
+        images,
+        instances,
+        &artifacts,
+        BuildInput::default(),
+        interrupt,
+    )
+    .await
+}
+
+async fn run_with(
+    plan: &BuildPlan,
+    images: &MockImages,
+    instances: &MockInstances,
+    artifacts: &MockArtifactStore,
+    input: BuildInput<'_>,
+    interrupt: &Interrupt,
+) -> Result<BuildOutcome> {
     Release::vouched("shop", SHA.parse().unwrap())
         .build(
             plan,
-            BuildPorts { images, instances },
+            BuildPorts {
+                images,
+                instances,
+                artifacts,
+            },
+            input,
             &RunId::new(),
             interrupt,
         )
@@ -197,7 +226,14 @@ async fn bakes_with_tags_at_creation_and_terminates_the_builder() {
     assert_eq!(spec.shutdown, ShutdownBehaviour::Stop);
     assert_eq!(spec.subnet_id.as_deref(), Some("subnet-1"));
     assert_eq!(spec.shape.security_groups, ["sg-1"]);
-    assert_eq!(spec.user_data, plan().user_data);
+    assert!(
+        spec.user_data.contains("make install"),
+        "{}",
+        spec.user_data
+    );
+    assert!(spec.user_data.contains(&format!("PIPELINE_COMMIT='{SHA}'")));
+    assert!(!spec.user_data.contains("PIPELINE_ARTIFACT"));
+    assert_eq!(spec.root_device.as_deref(), Some("/dev/xvda"));
     assert_eq!(spec.tags[tag::ROLE], tag::ROLE_BUILDER);
     assert_eq!(spec.tags[tag::COMMIT], SHA);
     assert_eq!(spec.tags[tag::RUN], out.run.to_string());
@@ -309,11 +345,14 @@ async fn copies_and_shares_only_what_is_missing() {
         });
     images
         .expect_copy_image()
-        .withf(|source, region, tags| {
-            source.id == "ami-home" && region == "eu-west-1" && tags[tag::ROLE] == tag::ROLE_APP
+        .withf(|source, region, tags, encryption| {
+            source.id == "ami-home"
+                && region == "eu-west-1"
+                && tags[tag::ROLE] == tag::ROLE_APP
+                && *encryption == Encryption::AsImage
         })
         .times(1)
-        .returning(|_, _, _| Ok("ami-eu".into()));
+        .returning(|_, _, _, _| Ok("ami-eu".into()));
     images
         .expect_image()
         .returning(|r, id| Ok(Some(image(id, r, ImageState::Available))));
@@ -347,6 +386,214 @@ async fn copies_and_shares_only_what_is_missing() {
             "us-east-1/ami-home:222222222222",
             "ap-south-1/ami-ap:111111111111,222222222222",
             "eu-west-1/ami-eu:111111111111,222222222222",
+        ]
+    );
+}
+
+fn packed() -> (tempfile::TempDir, Artifact) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.js"), "hello").unwrap();
+    let artifact = Artifact::pack(dir.path(), "build.artifact", 1 << 20).unwrap();
+    (dir, artifact)
+}
+
+/// An artifact store that has the object (`stored`) or takes one upload,
+/// and signs a URL.
+fn artifact_store(stored: Option<u64>, uploads: usize) -> MockArtifactStore {
+    let mut artifacts = MockArtifactStore::new();
+    artifacts
+        .expect_stored_size()
+        .withf(|key| key.starts_with(&format!("artifacts/shop/{SHA}/")) && key.ends_with(".tar.gz"))
+        .times(1)
+        .returning(move |_| Ok(stored));
+    artifacts
+        .expect_upload()
+        .times(uploads)
+        .returning(|_, _, _| Ok(()));
+    artifacts
+        .expect_presigned_get()
+        .withf(|_, expires| *expires == Duration::from_secs(60) + URL_MARGIN)
+        .times(1)
+        .returning(|_, _| {
+            Ok(SecretUrl::new(
+                "http://127.0.0.1:9/b/k?X-Amz-Signature=s3cr3t".into(),
+            ))
+        });
+    artifacts
+}
+
+fn image_tags_captured(images: &mut MockImages) -> Arc<Mutex<Tags>> {
+    let tags = Arc::new(Mutex::new(Tags::new()));
+    let capture = tags.clone();
+    images
+        .expect_create_image()
+        .times(1)
+        .returning(move |_, _, _, _, t| {
+            *capture.lock().unwrap() = t.clone();
+            Ok("ami-new".into())
+        });
+    images.expect_image().returning(|r, id| {
+        let mut done = image(id, r, ImageState::Available);
+        done.tags = Tags::from([(tag::ARTIFACT_SHA256.into(), "from-tags".into())]);
+        Ok(Some(done))
+    });
+    tags
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_artifact_is_uploaded_once_and_fetched_by_the_builder_through_its_url() {
+    let (_dir, artifact) = packed();
+    let mut images = fresh_images();
+    let tags = image_tags_captured(&mut images);
+    let (instances, launched) = builder(1, "stopped", "pipeline-provision: ok\n");
+    let artifacts = artifact_store(None, 1);
+    let input = BuildInput {
+        artifact: Some(&artifact),
+        rebake: false,
+    };
+    let out = run_with(
+        &plan(),
+        &images,
+        &instances,
+        &artifacts,
+        input,
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    let staged = out.artifact.unwrap();
+    assert!(staged.uploaded);
+    assert_eq!(staged.sha256, artifact.sha256);
+    assert_eq!(out.baked_from.as_deref(), Some("from-tags"));
+    assert_eq!(tags.lock().unwrap()[tag::ARTIFACT_SHA256], artifact.sha256);
+    let spec = launched.lock().unwrap().clone().unwrap();
+    assert!(spec.user_data.contains("X-Amz-Signature=s3cr3t"));
+    assert!(
+        spec.user_data
+            .contains(&format!("PIPELINE_ARTIFACT_SHA256='{}'", artifact.sha256))
+    );
+    assert!(
+        spec.user_data
+            .contains("PIPELINE_ARTIFACT_DIR='/opt/shop/release'")
+    );
+    assert_eq!(spec.tags[tag::ARTIFACT_SHA256], artifact.sha256);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_artifact_already_in_the_bucket_is_not_uploaded_again() {
+    let (_dir, artifact) = packed();
+    let mut images = fresh_images();
+    image_tags_captured(&mut images);
+    let (instances, _) = builder(1, "stopped", "");
+    let artifacts = artifact_store(Some(artifact.size), 0);
+    let input = BuildInput {
+        artifact: Some(&artifact),
+        rebake: false,
+    };
+    let out = run_with(
+        &plan(),
+        &images,
+        &instances,
+        &artifacts,
+        input,
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.artifact.unwrap().uploaded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_baked_from_another_artifact_is_reused_unless_rebaked() {
+    let (_dir, artifact) = packed();
+    let mut images = MockImages::new();
+    images
+        .expect_find_release_image()
+        .times(1)
+        .returning(|r, _, _| {
+            let mut old = image("ami-old", r, ImageState::Available);
+            old.tags
+                .insert(tag::ARTIFACT_SHA256.into(), "another-digest".into());
+            Ok(Some(old))
+        });
+    let input = BuildInput {
+        artifact: Some(&artifact),
+        rebake: false,
+    };
+    // Reused, nothing uploaded or launched: the AMI tells what it was baked from.
+    let out = run_with(
+        &plan(),
+        &images,
+        &MockInstances::new(),
+        &MockArtifactStore::new(),
+        input,
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert!(out.reused);
+    assert_eq!(out.baked_from.as_deref(), Some("another-digest"));
+    assert!(!out.artifact.unwrap().uploaded);
+
+    // --rebake: the commit's AMI is not even looked up; a new one is baked.
+    let mut images = MockImages::new();
+    images
+        .expect_newest_image()
+        .returning(|r, _, _| Ok(Some(image("ami-base", r, ImageState::Available))));
+    image_tags_captured(&mut images);
+    let (instances, _) = builder(1, "stopped", "");
+    let artifacts = artifact_store(Some(artifact.size), 0);
+    let input = BuildInput {
+        artifact: Some(&artifact),
+        rebake: true,
+    };
+    let out = run_with(
+        &plan(),
+        &images,
+        &instances,
+        &artifacts,
+        input,
+        &Interrupt::never(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.reused);
+    assert_eq!(out.release.image().id, "ami-new");
+}
+
+#[tokio::test(start_paused = true)]
+async fn copies_of_an_ami_encrypted_with_a_key_take_their_region_s_key() {
+    let mut plan = plan();
+    plan.shape.root_volume.encryption = Encryption::Key("alias/home".into());
+    plan.copy_to_regions = vec!["eu-west-1".into(), "ap-south-1".into()];
+    plan.copy_kms_keys = [("eu-west-1".to_string(), "alias/eu".to_string())].into();
+    let mut images = MockImages::new();
+    images.expect_find_release_image().returning(|r, _, _| {
+        Ok((r == "us-east-1").then(|| image("ami-home", r, ImageState::Available)))
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    images
+        .expect_copy_image()
+        .times(2)
+        .returning(move |_, region, _, encryption| {
+            record
+                .lock()
+                .unwrap()
+                .push((region.to_string(), encryption.clone()));
+            Ok(format!("ami-{region}"))
+        });
+    images
+        .expect_image()
+        .returning(|r, id| Ok(Some(image(id, r, ImageState::Available))));
+    run(&plan, &images, &MockInstances::new(), &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("eu-west-1".to_string(), Encryption::Key("alias/eu".into())),
+            ("ap-south-1".to_string(), Encryption::DefaultKey),
         ]
     );
 }

@@ -70,6 +70,7 @@ impl<'a> Group<'a> {
                 &before.template_version,
                 image,
                 &plan.user_data,
+                plan.shape.metadata,
                 &swap.instance_tags(release),
             )
             .await?;

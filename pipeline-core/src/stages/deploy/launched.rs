@@ -48,6 +48,7 @@ impl Launched {
                 subnet_id: Some(subnet),
                 user_data: plan.user_data.clone(),
                 shutdown: ShutdownBehaviour::Terminate,
+                root_device: release.image().root_device.clone(),
                 tags: tags.clone(),
             };
             self.new.extend(swap.instances.launch(&spec).await?);

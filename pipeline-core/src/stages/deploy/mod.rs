@@ -79,7 +79,7 @@ impl DeployPlan {
             count: e.count,
             shape: e.shape.clone(),
             placement: e.placement.clone(),
-            user_data: super::settings::user_data(&config.app, env, &e.settings),
+            user_data: super::settings::of_environment(config, env, e),
             health_poll: Poll {
                 interval: e.poll_interval,
                 deadline: e.health_timeout,

@@ -75,6 +75,7 @@ fn built() -> Release<Built> {
         created: String::new(),
         tags: Tags::new(),
         snapshot_ids: vec![],
+        root_device: None,
     };
     Release::<Tested>::vouched("shop", SHA.parse().unwrap()).into_built(image)
 }
@@ -111,7 +112,7 @@ fn instances(log: &Log, current: Vec<AppInstance>, state: &'static str) -> MockI
         if spec.tags[tag::ROLE] == tag::ROLE_TASK {
             let name = &spec.tags[tag::TASK];
             let id = format!("i-task-{name}");
-            let exit = if spec.user_data.contains("fail") {
+            let exit = if spec.user_data.contains("--fail") {
                 "1"
             } else {
                 "0"
@@ -520,7 +521,8 @@ fn group_left(log: &Log, old: &[&str], max: u32, resting: Option<u32>) -> MockAu
     });
     let l = log.clone();
     m.expect_new_template_version()
-        .returning(move |id, source, image, _, tags| {
+        .returning(move |id, source, image, _, metadata, tags| {
+            assert!(metadata.tokens_required);
             assert_eq!(tags[tag::COMMIT], SHA);
             l.lock()
                 .unwrap()

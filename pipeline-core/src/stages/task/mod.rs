@@ -69,7 +69,7 @@ impl TaskPlan {
                 when: t.when,
                 shape: t.shape.clone(),
                 subnet: e.placement.task_subnet().map(str::to_string),
-                settings: super::settings::user_data(&config.app, env, &e.settings),
+                settings: super::settings::of_environment(config, env, e),
                 poll: Poll {
                     interval: e.poll_interval,
                     deadline: t.timeout,
@@ -112,8 +112,7 @@ set +a
 {command}
 {SCRIPT_DELIMITER}
 chmod 0755 /var/tmp/pipeline-task
-/var/tmp/pipeline-task
-status=$?
+if [ -z \"$settings_failed\" ]; then /var/tmp/pipeline-task; status=$?; else status=78; fi
 verdict=\"{CONSOLE_MARKER} {name} exit $status\"
 echo \"$verdict\"
 echo \"$verdict\" > /dev/console 2>/dev/null || true
@@ -175,6 +174,7 @@ pub async fn run(
         subnet_id: plan.subnet.clone(),
         user_data: plan.user_data(),
         shutdown: ShutdownBehaviour::Stop,
+        root_device: image.root_device.clone(),
         tags,
     };
     let id = instances

@@ -41,6 +41,7 @@ fn image() -> Image {
         created: String::new(),
         tags: Tags::new(),
         snapshot_ids: vec![],
+        root_device: None,
     }
 }
 

@@ -92,6 +92,13 @@ pub enum Command {
         /// Bake even though `pipeline test` recorded no pass for the commit (recorded in the ledger).
         #[arg(long)]
         skip_test_gate: bool,
+        /// The commit's build to bake in (a directory, a tarball or a file),
+        /// instead of `build.artifact`.
+        #[arg(long, value_name = "PATH")]
+        artifact: Option<std::path::PathBuf>,
+        /// Bake anew although the commit has an AMI (the old one is left to gc).
+        #[arg(long)]
+        rebake: bool,
         #[command(flatten)]
         lock: LockWait,
     },

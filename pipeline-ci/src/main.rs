@@ -120,12 +120,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build {
             commit,
             skip_test_gate,
+            artifact,
+            rebake,
             lock,
         } => {
             let options = BuildOptions {
                 commit: commit::resolve(commit.as_deref(), env)?,
                 skip_test_gate,
                 lock_wait: lock.timeout,
+                artifact,
+                rebake,
             };
             report!(open(&cli.config, step).await?.build(options))
         }

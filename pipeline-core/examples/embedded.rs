@@ -62,6 +62,8 @@ pub async fn run(
             commit: commit.clone(),
             skip_test_gate: false,
             lock_wait: Duration::ZERO,
+            artifact: None, // build.artifact, if the config has one
+            rebake: false,
         })
         .await?;
     println!("AMI {} (reused: {})", built.ami, built.reused);

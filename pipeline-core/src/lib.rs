@@ -19,6 +19,8 @@
 //!         commit: "0123456789abcdef0123456789abcdef01234567".parse()?,
 //!         skip_test_gate: false, // the commit must have passed `pipeline test`
 //!         lock_wait: std::time::Duration::from_secs(600),
+//!         artifact: Some("dist".into()), // the commit's build, into the AMI
+//!         rebake: false,
 //!     })
 //!     .await?;
 //! println!("{} reused={}", built.ami, built.reused);

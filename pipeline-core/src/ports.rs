@@ -206,6 +206,8 @@ pub struct AppInstance {
     pub run: String,
     /// The AMI it runs.
     pub image_id: String,
+    /// Its `pipeline:artifact-sha256` tag (from its AMI's): the build it runs.
+    pub artifact: String,
 }
 
 /// Where a balancer answers: what a DNS record points at.

@@ -61,6 +61,7 @@ mod tests {
             commit: "c".into(),
             run: "killed".into(),
             image_id: "ami-1".into(),
+            artifact: String::new(),
         }
     }
 

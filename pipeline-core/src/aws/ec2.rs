@@ -527,6 +527,7 @@ fn app_instance(instance: &aws_sdk_ec2::types::Instance) -> AppInstance {
         commit: tag_value(tag::COMMIT),
         run: tag_value(tag::RUN),
         image_id: instance.image_id().unwrap_or_default().to_string(),
+        artifact: tag_value(tag::ARTIFACT_SHA256),
     }
 }
 

@@ -7,7 +7,9 @@ use serde::Serialize;
 use super::Report;
 use std::time::Duration;
 
-use crate::config::{Config, Placement, TaskWhen, WebhookUrl, format_duration};
+use crate::config::{
+    Config, Encryption, MetadataOptions, Placement, TaskWhen, WebhookUrl, format_duration,
+};
 use crate::error::Result;
 use crate::stages::build::BuildPlan;
 use crate::stages::deploy::DeployPlan;
@@ -32,6 +34,8 @@ pub struct PlanReport {
     pub promote: Option<PromoteSummary>,
     /// The webhooks: which events go where (by host; a URL may be a secret).
     pub notify: Vec<String>,
+    /// What is valid but likely a mistake (a plain setting named like a secret).
+    pub warnings: Vec<String>,
 }
 
 /// The state bucket, in brief.
@@ -64,6 +68,14 @@ pub struct BuildSummary {
     pub copy_to_regions: Vec<String>,
     /// Accounts it is shared with.
     pub share_with: Vec<String>,
+    /// The commit's build, as configured (`--artifact` may give another).
+    pub artifact: Option<String>,
+    /// Where the builder unpacks it.
+    pub artifact_dir: String,
+    /// How the AMI is encrypted: `as the base image`, `the default EBS key`, or the key.
+    pub encryption: String,
+    /// The builder's metadata service: `IMDSv2 only, hop limit 1`.
+    pub metadata: String,
 }
 
 /// One environment's deploy, in brief.
@@ -89,6 +101,10 @@ pub struct DeploySummary {
     pub balancer: String,
     /// The names of its settings (their values may be secrets).
     pub settings: Vec<String>,
+    /// Its secrets: `NAME from ssm:/path` (the values are never read here).
+    pub secrets: Vec<String>,
+    /// Its instances' metadata service.
+    pub metadata: String,
     /// Its release tasks, in order: `name (when, timeout)`.
     pub tasks: Vec<String>,
     /// The durations above, as written: `health_timeout`, `healthy_for`, `drain_timeout`.
@@ -137,6 +153,11 @@ impl PlanReport {
                 let e = &config.environments[&summary.env];
                 summary.balancer = e.load_balancer.to_string();
                 summary.settings = e.settings.keys().cloned().collect();
+                summary.secrets = e
+                    .secrets
+                    .iter()
+                    .map(|(name, reference)| format!("{name} from {reference}"))
+                    .collect();
                 summary.tasks = e
                     .tasks
                     .iter()
@@ -170,7 +191,20 @@ impl PlanReport {
                 subnet: build.subnet.clone(),
                 copy_to_regions: build.copy_to_regions.clone(),
                 share_with: build.share_with.clone(),
+                artifact: config
+                    .build
+                    .artifact
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                artifact_dir: build.artifact_dir.clone(),
+                encryption: match &build.shape.root_volume.encryption {
+                    Encryption::AsImage => "as the base image".to_string(),
+                    Encryption::DefaultKey => "the default EBS key".to_string(),
+                    Encryption::Key(key) => format!("KMS key {key}"),
+                },
+                metadata: metadata(build.shape.metadata),
             },
+            warnings: secret_looking_settings(config),
             environments,
             promote: promote.map(|p| PromoteSummary {
                 record: p.record,
@@ -203,6 +237,39 @@ impl PlanReport {
     }
 }
 
+/// `IMDSv2 only, hop limit 1`.
+fn metadata(m: MetadataOptions) -> String {
+    let tokens = if m.tokens_required {
+        "IMDSv2 only"
+    } else {
+        "IMDSv1 allowed"
+    };
+    format!("{tokens}, hop limit {}", m.hop_limit)
+}
+
+/// Words in a setting's name that say its value is a secret.
+const SECRET_WORDS: [&str; 5] = ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
+
+/// A warning for each plain setting whose name says it holds a secret: its
+/// value would sit in user-data, readable by anyone who may describe the
+/// instance.
+fn secret_looking_settings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (env, e) in &config.environments {
+        for name in e.settings.keys() {
+            let upper = name.to_ascii_uppercase();
+            if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+                warnings.push(format!(
+                    "environments.{env}.settings.{name} looks like a secret: a setting's value is in the instances' user-data, which anyone allowed to describe them can read. Put it in SSM Parameter Store and give it under secrets: {{ {name}: ssm:/{}/{env}/{} }}",
+                    config.app,
+                    name.to_ascii_lowercase()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 impl From<&DeployPlan> for DeploySummary {
     fn from(d: &DeployPlan) -> Self {
         let (subnets, group) = match &d.placement {
@@ -220,6 +287,8 @@ impl From<&DeployPlan> for DeploySummary {
             drain_cap_secs: d.drain_cap.as_secs(),
             balancer: String::new(),
             settings: Vec::new(),
+            secrets: Vec::new(),
+            metadata: metadata(d.shape.metadata),
             tasks: Vec::new(),
             waits: [
                 format_duration(d.health_poll.deadline),
@@ -249,12 +318,18 @@ impl fmt::Display for PlanReport {
         )?;
         write!(
             f,
-            "build: from {}, a {} builder in {}; provisioning within {}, the image within {}; copies to {}; shared with {}",
+            "build: from {}, a {} builder in {} ({}); {}; provisioning within {}, the image within {}, encrypted {}; copies to {}; shared with {}",
             b.base_image,
             b.instance_type,
             b.subnet.as_deref().unwrap_or("the default VPC"),
+            b.metadata,
+            match &b.artifact {
+                Some(path) => format!("artifact {path} unpacked into {}", b.artifact_dir),
+                None => "no artifact (--artifact gives one)".to_string(),
+            },
             b.timeout,
             b.image_timeout,
+            b.encryption,
             list(&b.copy_to_regions),
             list(&b.share_with)
         )?;
@@ -265,15 +340,17 @@ impl fmt::Display for PlanReport {
             };
             write!(
                 f,
-                "\ndeploy {}: {} x {} {placement}, behind {}; healthy within {}, for {}; old fleet drains up to {}; settings: {}; tasks: {}",
+                "\ndeploy {}: {} x {} {placement} ({}), behind {}; healthy within {}, for {}; old fleet drains up to {}; settings: {}; secrets: {}; tasks: {}",
                 d.env,
                 d.count,
                 d.instance_type,
+                d.metadata,
                 d.balancer,
                 d.waits[0],
                 d.waits[1],
                 d.waits[2],
                 list(&d.settings),
+                list(&d.secrets),
                 list(&d.tasks)
             )?;
         }
@@ -308,7 +385,11 @@ impl fmt::Display for PlanReport {
             }
             None => write!(f, "\npromote: not configured")?,
         }
-        write!(f, "\nnotify: {}", list(&self.notify))
+        write!(f, "\nnotify: {}", list(&self.notify))?;
+        for warning in &self.warnings {
+            write!(f, "\nwarning: {warning}")?;
+        }
+        Ok(())
     }
 }
 
@@ -353,17 +434,22 @@ promote: { hosted_zone: Z1, record: www.example.com }
                 "ok",
                 "promote",
                 "region",
-                "state"
+                "state",
+                "warnings"
             ]
         );
         let json: serde_json::Value = serde_json::from_str(&super::super::json(&report)).unwrap();
         assert_eq!(
             sorted(&json["build"]),
             [
+                "artifact",
+                "artifact_dir",
                 "base_image",
                 "copy_to_regions",
+                "encryption",
                 "image_timeout",
                 "instance_type",
+                "metadata",
                 "share_with",
                 "subnet",
                 "timeout",
@@ -381,6 +467,8 @@ promote: { hosted_zone: Z1, record: www.example.com }
                 "health_timeout_secs",
                 "healthy_for_secs",
                 "instance_type",
+                "metadata",
+                "secrets",
                 "settings",
                 "subnets",
                 "tasks",
@@ -409,7 +497,8 @@ promote: { hosted_zone: Z1, record: www.example.com }
         let config = Config::parse(CONFIG, "p.yaml").unwrap();
         let text = PlanReport::new(&config, "p.yaml").unwrap().to_string();
         for part in [
-            "deploy prod1: 2 x t3.micro over subnet-0a, behind classic ELB shop1; healthy within 10m, for 10s",
+            "deploy prod1: 2 x t3.micro over subnet-0a (IMDSv2 only, hop limit 1), behind classic ELB shop1; healthy within 10m, for 10s",
+            "no artifact (--artifact gives one)",
             "state: s3://shop-state/ (a lock lives 1m",
             "www.example.com (cname, ttl 1m)",
             "provisioning within 30m, the image within 45m",
@@ -418,5 +507,33 @@ promote: { hosted_zone: Z1, record: www.example.com }
             assert!(text.contains(part), "{part}: {text}");
         }
         assert!(!text.contains("1800s") && !text.contains("Cname"), "{text}");
+        assert!(!text.contains("warning"), "{text}");
+    }
+
+    #[test]
+    fn secrets_show_by_name_and_secret_looking_settings_are_warned_of() {
+        let config = CONFIG.replace(
+            "load_balancer: { classic: shop1 } }",
+            "load_balancer: { classic: shop1 }, settings: { STRIPE_API_KEY: sk_live_1, RAILS_ENV: production }, secrets: { DATABASE_URL: \"ssm:/shop/prod/db_url\" } }",
+        );
+        let config = Config::parse(&config, "p.yaml").unwrap();
+        let report = PlanReport::new(&config, "p.yaml").unwrap();
+        let text = report.to_string();
+        assert!(
+            text.contains("secrets: DATABASE_URL from ssm:/shop/prod/db_url"),
+            "{text}"
+        );
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(
+            report.warnings[0]
+                .starts_with("environments.prod1.settings.STRIPE_API_KEY looks like a secret"),
+            "{}",
+            report.warnings[0]
+        );
+        assert!(
+            text.contains("secrets: { STRIPE_API_KEY: ssm:/shop/prod1/stripe_api_key }"),
+            "{text}"
+        );
+        assert!(!text.contains("sk_live_1"), "{text}");
     }
 }

@@ -52,8 +52,8 @@ impl fmt::Display for StatusReport {
         }
         write!(
             f,
-            "{:<12} {:<4} {:>8}  {:<26} AMI",
-            "ENV", "LIVE", "HEALTHY", "COMMIT"
+            "{:<12} {:<4} {:>8}  {:<26} {:<22} ARTIFACT",
+            "ENV", "LIVE", "HEALTHY", "COMMIT", "AMI"
         )?;
         for e in &self.environments {
             let commits: Vec<String> = e
@@ -68,18 +68,25 @@ impl fmt::Display for StatusReport {
                 })
                 .collect();
             let images: Vec<&str> = e.images.iter().map(String::as_str).collect();
+            let artifacts: Vec<&str> = e.artifacts.iter().map(|a| short_digest(a)).collect();
             write!(
                 f,
-                "\n{:<12} {:<4} {:>8}  {:<26} {}",
+                "\n{:<12} {:<4} {:>8}  {:<26} {:<22} {}",
                 e.name,
                 if e.live { "*" } else { "" },
                 format!("{}/{}", e.healthy, e.instances),
                 or_dash(&commits.join(", ")),
-                or_dash(&images.join(", "))
+                or_dash(&images.join(", ")),
+                or_dash(&artifacts.join(", "))
             )?;
         }
         Ok(())
     }
+}
+
+/// A digest's first 12 hex digits, as a commit's are shown.
+fn short_digest(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
 }
 
 fn or_dash(text: &str) -> &str {
@@ -126,11 +133,18 @@ impl fmt::Display for HistoryReport {
                 e.commit.as_deref().map(short_commit).unwrap_or("-"),
                 e.actor.as_deref().unwrap_or("-"),
                 e.ami.as_deref().unwrap_or(""),
-                e.error
-                    .as_deref()
-                    .or(e.note.as_deref())
-                    .map(|t| format!("  {t}"))
-                    .unwrap_or_default()
+                [
+                    e.artifact.as_ref().map(|a| format!(
+                        "artifact {} ({})",
+                        short_digest(&a.sha256),
+                        crate::config::format_size(a.size)
+                    )),
+                    e.error.clone().or(e.note.clone()),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|t| format!("  {t}"))
+                .collect::<String>()
             )?;
         }
         Ok(())
@@ -223,6 +237,7 @@ mod tests {
                 healthy: 2,
                 commits: BTreeMap::from([("c".into(), 2)]),
                 images: BTreeSet::from(["ami-1".into()]),
+                artifacts: BTreeSet::from(["ab".repeat(32)]),
                 live: true,
             }],
             app: "shop".into(),
@@ -251,6 +266,7 @@ mod tests {
         assert_eq!(
             env_keys,
             [
+                "artifacts",
                 "balancer",
                 "commits",
                 "healthy",

@@ -24,6 +24,8 @@ pub struct EnvStatus {
     pub commits: BTreeMap<String, usize>,
     /// The AMIs its instances run.
     pub images: BTreeSet<String>,
+    /// The artifacts (SHA-256) its instances' AMIs were baked from.
+    pub artifacts: BTreeSet<String>,
     /// Whether the public record points at it.
     pub live: bool,
 }
@@ -50,6 +52,11 @@ pub async fn status(
             healthy: members.iter().filter(|i| healthy.contains(&i.id)).count(),
             commits,
             images: members.iter().map(|i| i.image_id.clone()).collect(),
+            artifacts: members
+                .iter()
+                .filter(|i| !i.artifact.is_empty())
+                .map(|i| i.artifact.clone())
+                .collect(),
             live: live == Some(*name),
         });
     }

@@ -143,7 +143,7 @@ impl<'a> Swap<'a> {
     /// The tags every new instance carries, at creation.
     pub(super) fn instance_tags(&self, release: &Release<Built>) -> Tags {
         let plan = self.plan;
-        Tags::from([
+        let mut tags = Tags::from([
             (tag::APP.to_string(), plan.app.clone()),
             (tag::ENV.to_string(), plan.env.clone()),
             (tag::COMMIT.to_string(), release.commit().to_string()),
@@ -153,7 +153,12 @@ impl<'a> Swap<'a> {
                 "Name".to_string(),
                 format!("{}-{}-{}", plan.app, plan.env, release.commit().short()),
             ),
-        ])
+        ]);
+        // The build it runs, for `status` to read off the instances.
+        if let Some(sha) = release.image().tags.get(tag::ARTIFACT_SHA256) {
+            tags.insert(tag::ARTIFACT_SHA256.to_string(), sha.clone());
+        }
+        tags
     }
 
     /// Runs the plan's tasks whose `when` is in `when`, in order, as the

@@ -90,6 +90,7 @@ fn app(id: &str) -> AppInstance {
         commit: "f".repeat(40),
         run: "old-run".into(),
         image_id: "ami-old".into(),
+        artifact: String::new(),
     }
 }
 

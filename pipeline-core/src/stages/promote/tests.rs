@@ -93,6 +93,7 @@ fn instances(prod2_commit: &'static str) -> MockInstances {
                 commit: commit.into(),
                 run: "r".into(),
                 image_id: "ami-1".into(),
+                artifact: String::new(),
             })
             .collect())
     });
@@ -272,6 +273,7 @@ async fn first_promote_creates_the_record() {
                 commit: SHA.into(),
                 run: "r".into(),
                 image_id: "ami-1".into(),
+                artifact: String::new(),
             })
             .collect())
     });

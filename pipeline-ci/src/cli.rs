@@ -198,7 +198,12 @@ pub enum Command {
     },
     /// Print the least-privilege IAM policy the configured stages need
     /// (offline: reads only the config).
-    IamPolicy,
+    IamPolicy {
+        /// `instances`: the policy of the instances' own role instead (the
+        /// secrets they read at boot, the verdict a task tags itself with).
+        #[arg(long, value_enum, default_value = "pipeline")]
+        role: PolicyRole,
+    },
     /// Work with the config file offline.
     Config {
         /// What to do with it.
@@ -237,4 +242,13 @@ pub enum ConfigAction {
     /// Print the JSON Schema of pipeline.yaml, for editors (e.g. the YAML
     /// language server's `# yaml-language-server: $schema=...`).
     Schema,
+}
+
+/// Whose IAM policy `iam-policy` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyRole {
+    /// The role CI runs `pipeline` with.
+    Pipeline,
+    /// The instance profile's role of the app and task instances.
+    Instances,
 }

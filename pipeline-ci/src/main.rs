@@ -33,7 +33,7 @@ use pipeline_core::stages::test::Output;
 use pipeline_core::wait::Interrupt;
 use pipeline_core::{Error, Result};
 
-use cli::{Cli, Command, ConfigAction, OutputFormat};
+use cli::{Cli, Command, ConfigAction, OutputFormat, PolicyRole};
 
 /// How many ledger entries the dashboard shows.
 const DASHBOARD_EVENTS: usize = 12;
@@ -75,9 +75,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut command, "pipeline", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::IamPolicy => {
+        Command::IamPolicy { role } => {
             let config = Config::load(&cli.config)?;
-            let policy = pipeline_core::iam::policy(&config);
+            let policy = match role {
+                PolicyRole::Pipeline => pipeline_core::iam::policy(&config),
+                PolicyRole::Instances => pipeline_core::iam::instance_policy(&config),
+            };
             Ok(output::document(
                 format,
                 &pipeline_core::iam::document(&policy),

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{Config, LoadBalancer};
+use crate::config::{Config, Encryption, LoadBalancer};
 
 /// One IAM statement: its id, actions, resources and optional condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,95 @@ pub fn policy(config: &Config) -> Vec<Statement> {
     statements.extend(groups(config));
     statements.extend(state_bucket(config));
     statements.extend(record(config));
+    statements.extend(encryption_key(config));
+    statements
+}
+
+/// Launching the builder with a volume encrypted with `build.kms_key`, and
+/// copying the AMI with each region's key: EC2 uses the keys on the
+/// caller's behalf (grants for the volumes, data keys for the snapshots).
+/// Against moto this cannot be shown (its EC2 calls no KMS); it is the
+/// real service's documented need.
+fn encryption_key(config: &Config) -> Vec<Statement> {
+    let Encryption::Key(key) = &config.build.shape.root_volume.encryption else {
+        return vec![];
+    };
+    let arn = |region: &str, key: &str| {
+        if key.starts_with("arn:") {
+            key.to_string()
+        } else if let Some(alias) = key.strip_prefix("alias/") {
+            format!("arn:aws:kms:{region}:*:alias/{alias}")
+        } else {
+            format!("arn:aws:kms:{region}:*:key/{key}")
+        }
+    };
+    let mut resources = vec![arn(&config.region, key)];
+    resources.extend(
+        config
+            .build
+            .copy_kms_keys
+            .iter()
+            .map(|(region, key)| arn(region, key)),
+    );
+    vec![Statement {
+        sid: "EncryptWithTheKeys",
+        actions: vec![
+            "kms:CreateGrant",
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo",
+        ],
+        resources,
+        condition: None,
+    }]
+}
+
+/// The policy of the app and task instances' own role (`iam-policy --role
+/// instances`): reading exactly the environments' secrets, and the verdict
+/// a release task's instance tags itself with.
+pub fn instance_policy(config: &Config) -> Vec<Statement> {
+    let region = &config.region;
+    let mut parameters: Vec<String> = config
+        .environments
+        .values()
+        .flat_map(|e| e.secrets.values())
+        .map(|s| format!("arn:aws:ssm:{region}:*:parameter{}", s.parameter))
+        .collect();
+    parameters.sort();
+    parameters.dedup();
+    let mut statements = Vec::new();
+    if !parameters.is_empty() {
+        statements.push(Statement {
+            sid: "ReadTheSecrets",
+            actions: vec!["ssm:GetParameter"],
+            resources: parameters,
+            condition: None,
+        });
+        // A SecureString under a customer managed key is decrypted through
+        // SSM; under the default aws/ssm key no grant is needed.
+        statements.push(Statement {
+            sid: "DecryptTheSecrets",
+            actions: vec!["kms:Decrypt"],
+            resources: vec!["*".into()],
+            condition: Some(json!({ "StringEquals": { "kms:ViaService": format!("ssm.{region}.amazonaws.com") } })),
+        });
+    }
+    if config.environments.values().any(|e| !e.tasks.is_empty()) {
+        statements.push(Statement {
+            sid: "TaskVerdict",
+            actions: vec!["ec2:CreateTags"],
+            resources: vec![format!("arn:aws:ec2:{region}:*:instance/*")],
+            condition: Some(json!({
+                "StringEquals": {
+                    "aws:ResourceTag/pipeline:role": "task",
+                    "aws:ResourceTag/pipeline:app": config.app,
+                },
+                "ForAllValues:StringEquals": { "aws:TagKeys": ["pipeline:task-exit"] }
+            })),
+        });
+    }
     statements
 }
 
@@ -278,6 +367,15 @@ fn state_bucket(config: &Config) -> Vec<Statement> {
             .collect(),
         condition: None,
     });
+    // The builds: HeadObject and the presigned GET (signed with this
+    // role, so the role must be allowed to read) are GetObject; a multipart upload is
+    // PutObject, and AbortMultipartUpload when a part fails.
+    statements.push(Statement {
+        sid: "Artifacts",
+        actions: vec!["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+        resources: vec![format!("arn:aws:s3:::{bucket}/{prefix}artifacts/{app}/*")],
+        condition: None,
+    });
     statements.push(Statement {
         sid: "StateListing",
         actions: vec!["s3:ListBucket"],
@@ -404,6 +502,7 @@ promote: { hosted_zone: Z123, record: www.example.com }
         let lean =
             Config::parse(&CONFIG[..CONFIG.find("environments:").unwrap()], "p.yaml").unwrap();
         let state = [
+            "s3:AbortMultipartUpload",
             "s3:DeleteObject",
             "s3:GetObject",
             "s3:ListBucket",
@@ -416,5 +515,38 @@ promote: { hosted_zone: Z123, record: www.example.com }
             "{lean:?}"
         );
         assert!(state.iter().all(|a| lean.contains(a)), "{lean:?}");
+    }
+
+    #[test]
+    fn the_instances_read_exactly_their_secrets_and_the_builder_s_key_is_granted() {
+        let with = CONFIG
+            .replace(
+                "load_balancer: { classic: shop-staging }",
+                "load_balancer: { classic: shop-staging }\n    secrets: { DATABASE_URL: \"ssm:/shop/staging/db\" }",
+            )
+            .replace(
+                "  copy_to_regions: [eu-west-1]",
+                "  copy_to_regions: [eu-west-1]\n  kms_key: alias/bake\n  copy_kms_keys: { eu-west-1: \"arn:aws:kms:eu-west-1:1:key/k\" }",
+            );
+        let config = Config::parse(&with, "p.yaml").unwrap();
+        let instances = document(&instance_policy(&config)).to_string();
+        assert!(
+            instances.contains("arn:aws:ssm:us-east-1:*:parameter/shop/staging/db"),
+            "{instances}"
+        );
+        assert!(!instances.contains("TaskVerdict"), "no tasks: {instances}");
+        let pipeline = document(&policy(&config)).to_string();
+        assert!(
+            pipeline.contains("arn:aws:kms:us-east-1:*:alias/bake"),
+            "{pipeline}"
+        );
+        assert!(
+            pipeline.contains("arn:aws:kms:eu-west-1:1:key/k"),
+            "{pipeline}"
+        );
+        assert!(pipeline.contains("artifacts/shop/*"), "{pipeline}");
+        let plain = Config::parse(CONFIG, "p.yaml").unwrap();
+        assert!(instance_policy(&plain).is_empty());
+        assert!(!document(&policy(&plain)).to_string().contains("kms:"));
     }
 }

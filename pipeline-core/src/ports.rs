@@ -70,9 +70,17 @@ pub struct Image {
     pub tags: Tags,
     /// The EBS snapshots behind it.
     pub snapshot_ids: Vec<String>,
-    /// The device name of its root volume (`/dev/xvda`), to set the root
-    /// volume's size and type at launch.
-    pub root_device: Option<String>,
+    /// Its root volume, to set the root volume's size and type at launch.
+    pub root_device: Option<RootDevice>,
+}
+
+/// An image's root device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDevice {
+    /// Its device name (`/dev/xvda`).
+    pub name: String,
+    /// Its size in GiB, as the image's snapshot has it.
+    pub size_gib: Option<u32>,
 }
 
 /// An instance's lifecycle state, as EC2 names it.
@@ -180,7 +188,7 @@ pub struct LaunchSpec {
     pub shutdown: ShutdownBehaviour,
     /// The image's root device (from [`Image::root_device`]): the shape's
     /// root volume settings apply to it; `None`: the image's own.
-    pub root_device: Option<String>,
+    pub root_device: Option<RootDevice>,
     /// Tags for the instances and their volumes, applied at creation.
     pub tags: Tags,
 }

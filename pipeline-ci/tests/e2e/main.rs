@@ -8,6 +8,8 @@
 //! - `support`: a moto world per test, a config writer, the binary runner.
 //! - `cli`: help, bad input, the test command.
 //! - `build`: baking, reuse, timeout, interrupt, copies.
+//! - `artifacts`: the commit's build into the AMI, provenance, hardened
+//!   instances, secrets by reference.
 //! - `deploy`: the swap behind both balancer kinds, failures, crash recovery, call counts.
 //! - `embedded`: the embedded example gets the test gate, the lock and the ledger.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
@@ -19,6 +21,7 @@
 //! - `integrations`: the CI integrations validate against their schemas,
 //!   and their examples' `pipeline` steps run, in order, against moto.
 
+mod artifacts;
 mod build;
 mod cli;
 mod deploy;

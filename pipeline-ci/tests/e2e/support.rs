@@ -276,7 +276,7 @@ build:
     }
 
     /// Calls the pipeline made to AWS resources: all but its own state
-    /// bucket's, which must touch only its lock, queue, ledger and test keys.
+    /// bucket's, which must touch only its lock, queue, ledger, test and artifact keys.
     pub fn aws_calls(&self) -> Vec<Call> {
         let (state, aws): (Vec<Call>, Vec<Call>) = self
             .pipeline_calls()
@@ -451,7 +451,7 @@ fn assert_only_bookkeeping(state: &[Call]) {
             key => key.to_string(),
         };
         assert!(
-            ["locks/", "queue/", "ledger/", "tests/"]
+            ["locks/", "queue/", "ledger/", "tests/", "artifacts/"]
                 .iter()
                 .any(|dir| key.starts_with(dir)),
             "a state bucket call outside the pipeline's keys: {call:?}"

@@ -23,7 +23,7 @@ use crate::config::{Encryption, MetadataOptions};
 use crate::error::Result;
 use crate::ports::{
     AppInstance, Image, ImageState, Images, InstanceState, InstanceStatus, Instances, LaunchSpec,
-    ShutdownBehaviour, Tags, tag,
+    RootDevice, ShutdownBehaviour, Tags, tag,
 };
 use crate::release::Commit;
 
@@ -112,7 +112,15 @@ fn image_from_sdk(region: &str, image: &aws_sdk_ec2::types::Image) -> Image {
             .iter()
             .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
             .collect(),
-        root_device: image.root_device_name().map(str::to_string),
+        root_device: image.root_device_name().map(|name| RootDevice {
+            name: name.to_string(),
+            size_gib: image
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == Some(name))
+                .and_then(|m| m.ebs()?.volume_size())
+                .and_then(|size| u32::try_from(size).ok()),
+        }),
     }
 }
 
@@ -158,17 +166,20 @@ pub(super) fn template_metadata(
 fn root_volume(spec: &LaunchSpec) -> Option<Vec<BlockDeviceMapping>> {
     let device = spec.root_device.as_ref()?;
     let volume = &spec.shape.root_volume;
+    // The size is always given (the image's unless set): EC2 takes a
+    // mapping without one, moto does not.
+    let size = volume.size_gib.or(device.size_gib);
     let (encrypted, key) = encryption_of(&volume.encryption);
     let ebs = EbsBlockDevice::builder()
         .volume_type(VolumeType::from(volume.volume_type.as_str()))
-        .set_volume_size(volume.size_gib.and_then(|s| i32::try_from(s).ok()))
+        .set_volume_size(size.and_then(|s| i32::try_from(s).ok()))
         .delete_on_termination(true)
         .set_encrypted(encrypted)
         .set_kms_key_id(key)
         .build();
     Some(vec![
         BlockDeviceMapping::builder()
-            .device_name(device)
+            .device_name(&device.name)
             .ebs(ebs)
             .build(),
     ])

@@ -54,7 +54,10 @@ fn image(id: &str, region: &str, state: ImageState) -> Image {
         created: "2026-11-01T00:00:00.000Z".into(),
         tags: Tags::new(),
         snapshot_ids: vec!["snap-1".into()],
-        root_device: Some("/dev/xvda".into()),
+        root_device: Some(crate::ports::RootDevice {
+            name: "/dev/xvda".into(),
+            size_gib: Some(8),
+        }),
     }
 }
 
@@ -233,7 +236,7 @@ async fn bakes_with_tags_at_creation_and_terminates_the_builder() {
     );
     assert!(spec.user_data.contains(&format!("PIPELINE_COMMIT='{SHA}'")));
     assert!(!spec.user_data.contains("PIPELINE_ARTIFACT"));
-    assert_eq!(spec.root_device.as_deref(), Some("/dev/xvda"));
+    assert_eq!(spec.root_device.unwrap().name, "/dev/xvda");
     assert_eq!(spec.tags[tag::ROLE], tag::ROLE_BUILDER);
     assert_eq!(spec.tags[tag::COMMIT], SHA);
     assert_eq!(spec.tags[tag::RUN], out.run.to_string());

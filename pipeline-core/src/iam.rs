@@ -112,12 +112,10 @@ pub fn instance_policy(config: &Config) -> Vec<Statement> {
         statements.push(Statement {
             sid: "TaskVerdict",
             actions: vec!["ec2:CreateTags"],
+            // Only the instance it runs on, only that key.
             resources: vec![format!("arn:aws:ec2:{region}:*:instance/*")],
             condition: Some(json!({
-                "StringEquals": {
-                    "aws:ResourceTag/pipeline:role": "task",
-                    "aws:ResourceTag/pipeline:app": config.app,
-                },
+                "StringEquals": { "aws:ARN": "${ec2:SourceInstanceARN}" },
                 "ForAllValues:StringEquals": { "aws:TagKeys": ["pipeline:task-exit"] }
             })),
         });

@@ -365,3 +365,67 @@ async fn app_and_task_instances_are_hardened_and_get_secrets_by_name_only() {
     );
     assert!(deploy.stderr.contains("migrate"), "{}", deploy.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_artifact_goes_up_in_parts_and_the_builder_gets_it_whole() {
+    let env = Env::new().await;
+    let guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(100)),
+    );
+    // 20 MiB that do not compress, as a tarball taken as it is: three parts.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let bytes: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    std::fs::write(env.dir().join("app.tgz"), &bytes).unwrap();
+    env.write_config(&env.config(""));
+
+    env.moto.start_recording();
+    let run = env
+        .pipeline(&[
+            "build",
+            "--skip-test-gate",
+            "--commit",
+            SHA,
+            "--artifact",
+            "app.tgz",
+            "--output",
+            "json",
+        ])
+        .await;
+    env.moto.stop_recording();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json()["artifact"]["sha256"], sha.as_str());
+    let uploads: Vec<String> = env
+        .pipeline_calls()
+        .into_iter()
+        .filter(|c| c.path.contains("/artifacts/"))
+        .map(|c| format!("{} {}", c.action.split(' ').next().unwrap_or(""), c.query))
+        .collect();
+    let parts = uploads.iter().filter(|u| u.contains("partNumber=")).count();
+    assert_eq!(parts, 3, "{uploads:?}");
+    assert!(
+        uploads.iter().any(|u| u.starts_with("POST uploads")),
+        "{uploads:?}"
+    );
+    let head = env
+        .s3()
+        .head_object()
+        .bucket(&env.world.state_bucket)
+        .key(format!("artifacts/shop/{SHA}/{sha}.tar.gz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(20 << 20));
+    assert_eq!(
+        guest.provisioned()[0].downloaded.as_deref(),
+        Some(sha.as_str())
+    );
+}

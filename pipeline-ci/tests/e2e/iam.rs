@@ -38,8 +38,9 @@ fn iam_action(call: &Call) -> String {
                 .contains('/');
             let name = match (method, has_key) {
                 ("GET", false) => "ListBucket",
-                ("GET", true) => "GetObject",
-                ("PUT", true) => "PutObject",
+                ("GET" | "HEAD", true) => "GetObject",
+                // A multipart upload's create and complete; its parts are PUTs.
+                ("PUT" | "POST", true) => "PutObject",
                 ("DELETE", true) => "DeleteObject",
                 _ => panic!("map this S3 call to its IAM action: {call:?}"),
             };
@@ -74,13 +75,17 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
     let config = format!(
         "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\npromote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n",
-        env.config("copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]"),
+        env.config(
+            "copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]\nartifact: dist\nencrypt: true"
+        ),
         env.environment("staging", &classic(&staging)),
         env.environment("prod1", &target_group(&prod1)),
         env.environment("prod2", &target_group(&prod2)),
         target_group(&web),
     );
     env.write_config(&config);
+    std::fs::create_dir_all(env.dir().join("dist")).unwrap();
+    std::fs::write(env.dir().join("dist/server.js"), "listen(8080)\n").unwrap();
 
     env.moto.start_recording();
     for args in [

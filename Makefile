@@ -31,12 +31,13 @@ demo: venv
 	PIPELINE_BIN=$(TARGET_DIR)/debug/pipeline $(TARGET_DIR)/debug/demo
 
 # The marker's name changes whenever the set of packages does (deps-2: added
-# check-jsonschema, for integrations/validate.sh), so an existing .venv updates.
-venv: $(VENV)/.moto-$(MOTO_VERSION)-deps-2
+# check-jsonschema, for integrations/validate.sh; deps-3: cbor2, for CloudWatch's
+# CBOR protocol in fixtures/moto/server.py), so an existing .venv updates.
+venv: $(VENV)/.moto-$(MOTO_VERSION)-deps-3
 
-$(VENV)/.moto-$(MOTO_VERSION)-deps-2:
+$(VENV)/.moto-$(MOTO_VERSION)-deps-3:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'check-jsonschema==0.39.0'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'check-jsonschema==0.39.0' 'cbor2==5.6.5'
 	touch $@
 
 # tmux gives the progress test a real terminal; Debian's package, if missing.

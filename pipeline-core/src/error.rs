@@ -88,6 +88,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// The watch of a promote saw the release go wrong (an alarm, or the
+    /// target slot's metrics against the other's) and put all traffic back
+    /// on `to`, the slot that served before.
+    #[error("rolled back to {to}: {reason}")]
+    RolledBack {
+        /// The slot that serves again.
+        to: String,
+        /// Which alarm, or which metric with both slots' values.
+        reason: String,
+    },
+
+    /// The watch of a promote failed and there was no slot to put the
+    /// traffic back on (a first promote), so it stays where it is.
+    #[error("the watch failed: {reason}; nothing to roll back to, the traffic stays")]
+    WatchFailed {
+        /// Which alarm, or which metric with both slots' values.
+        reason: String,
+    },
+
     /// A release task ran and failed (or never reported how it ended). A
     /// deploy it belonged to was rolled back; the old fleet still serves.
     #[error("task {task} failed: {reason}")]
@@ -191,6 +210,8 @@ impl Error {
             Error::NotBuilt { .. } => "never_built",
             Error::DeployFailed { .. } => "deploy_failed",
             Error::GuardFailed { .. } => "guard_refused",
+            Error::RolledBack { .. } => "rolled_back",
+            Error::WatchFailed { .. } => "watch_failed",
             Error::TaskFailed { .. } => "task_failed",
             Error::Locked { .. } => "lock_held",
             Error::Untested { .. } => "untested",
@@ -231,6 +252,8 @@ impl Error {
             | Error::NotBuilt { .. }
             | Error::DeployFailed { .. }
             | Error::GuardFailed { .. }
+            | Error::RolledBack { .. }
+            | Error::WatchFailed { .. }
             | Error::TaskFailed { .. }
             | Error::Untested { .. }
             | Error::TestFailed(_)
@@ -306,6 +329,15 @@ mod tests {
                 "guard_refused",
                 1,
             ),
+            (
+                Error::RolledBack {
+                    to: "prod1".into(),
+                    reason: "x".into(),
+                },
+                "rolled_back",
+                1,
+            ),
+            (Error::WatchFailed { reason: "x".into() }, "watch_failed", 1),
             (
                 Error::TaskFailed {
                     task: "t".into(),

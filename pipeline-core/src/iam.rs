@@ -403,6 +403,29 @@ fn record(config: &Config) -> Vec<Statement> {
             resources: vec!["arn:aws:route53:::change/*".into()],
             condition: None,
         });
+        if let Some(watch) = &promote.watch {
+            if !watch.alarms.is_empty() {
+                statements.push(Statement {
+                    sid: "WatchTheAlarms",
+                    actions: vec!["cloudwatch:DescribeAlarms"],
+                    resources: watch
+                        .alarms
+                        .iter()
+                        .map(|a| format!("arn:aws:cloudwatch:{}:*:alarm:{a}", config.region))
+                        .collect(),
+                    condition: None,
+                });
+            }
+            if watch.analysis.is_some() {
+                // GetMetricData takes no resource.
+                statements.push(Statement {
+                    sid: "CompareTheSlots",
+                    actions: vec!["cloudwatch:GetMetricData"],
+                    resources: vec!["*".into()],
+                    condition: None,
+                });
+            }
+        }
     }
     statements
 }

@@ -324,6 +324,10 @@ pub trait Balancer: Send + Sync {
     /// The balancer's DNS name and canonical hosted zone, in one or two calls.
     async fn endpoint(&self) -> Result<Endpoint>;
 
+    /// Where its request metrics are on CloudWatch (a target group's need
+    /// its load balancer: one call; a Classic ELB's none).
+    async fn metric_source(&self) -> Result<MetricSource>;
+
     /// Whether [`Balancer::registered`] lists draining instances (target
     /// groups do), so a deploy can stop waiting once they are gone; if not
     /// (Classic ELB), the deploy waits out the draining delay.
@@ -606,4 +610,46 @@ pub trait ArtifactStore: Send + Sync {
     /// A GET URL for `key` that works without credentials for `expires_in`.
     /// Signing is local: no call.
     async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<SecretUrl>;
+}
+
+/// Where a balancer's request metrics are on CloudWatch: the namespace,
+/// the dimensions that pick this balancer, and the metric names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricSource {
+    /// `AWS/ApplicationELB` or `AWS/ELB`.
+    pub namespace: String,
+    /// The dimensions, as CloudWatch names them.
+    pub dimensions: Vec<(String, String)>,
+    /// Requests served (a Sum).
+    pub requests: String,
+    /// Responses with a 5xx status from the instances (a Sum).
+    pub errors_5xx: String,
+    /// Time to answer, in seconds (an Average).
+    pub latency: String,
+}
+
+/// One slot's traffic over a check's period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Requests served.
+    pub requests: f64,
+    /// Of those, 5xx responses.
+    pub errors_5xx: f64,
+    /// Mean time to answer in seconds (`None`: no datapoint).
+    pub latency_secs: Option<f64>,
+}
+
+/// CloudWatch: the team's alarms and the slots' balancer metrics.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Metrics: Send + Sync {
+    /// Those of `alarms` in state ALARM. One DescribeAlarms call.
+    async fn firing(&self, alarms: &[String]) -> Result<Vec<String>>;
+
+    /// Both slots' traffic over the last `period`. One GetMetricData call.
+    async fn samples(
+        &self,
+        sources: [MetricSource; 2],
+        period: std::time::Duration,
+    ) -> Result<[Sample; 2]>;
 }

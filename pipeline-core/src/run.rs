@@ -300,6 +300,15 @@ impl<'a> StageRun<'a> {
                 };
                 (self.event(kind, d.ami, None), entry)
             }
+            // The release went wrong and was put back by itself: the
+            // ledger and the webhooks say so, with the reason.
+            Err(err @ Error::RolledBack { .. }) => {
+                let text = err.to_string();
+                (
+                    self.event(EventKind::RolledBack, None, Some(text.clone())),
+                    self.entry(Outcome::RolledBack, Some(text)),
+                )
+            }
             Err(err) => {
                 let text = err.to_string();
                 (

@@ -14,6 +14,7 @@
 //! - `embedded`: the embedded example gets the test gate, the lock and the ledger.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 //! - `safety`: lock and queue, ledger and test gate, crash recovery, gc, dashboard.
+//! - `watch`: promote's CloudWatch watch rolls a bad release back by itself.
 //! - `tasks`: release tasks before traffic, by hand, and failing.
 //! - `notify`: webhook events to a local receiver, one of them down.
 //! - `iam`: the printed IAM policy grants every call the stages make.
@@ -34,3 +35,4 @@ mod promote;
 mod safety;
 mod support;
 mod tasks;
+mod watch;

@@ -12,16 +12,16 @@ use crate::support::{Env, SHA, SHA2, target_group};
 const RECORD: &str = "www.example.com";
 
 /// Two slots behind their own ALBs, both commits baked, a hosted zone.
-struct Slots {
-    env: Env,
-    config: String,
-    prod1: Balancers,
-    prod2: Balancers,
-    zone: String,
+pub(crate) struct Slots {
+    pub(crate) env: Env,
+    pub(crate) config: String,
+    pub(crate) prod1: Balancers,
+    pub(crate) prod2: Balancers,
+    pub(crate) zone: String,
     _guest: Guest,
 }
 
-async fn slots(record_type: &str) -> Slots {
+pub(crate) async fn slots(record_type: &str) -> Slots {
     let env = Env::new().await;
     let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", 1).await;
     let prod2 = seed_balancers(&env.sdk, &env.world, "prod2", 1).await;
@@ -49,7 +49,7 @@ async fn slots(record_type: &str) -> Slots {
 }
 
 /// What the record points at, through ListResourceRecordSets: (type, host).
-async fn record(s: &Slots) -> Option<(String, String)> {
+pub(crate) async fn record(s: &Slots) -> Option<(String, String)> {
     let out = aws_sdk_route53::Client::new(&s.env.sdk)
         .list_resource_record_sets()
         .hosted_zone_id(&s.zone)

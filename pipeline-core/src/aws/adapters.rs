@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::autoscaling::AutoScalingGroups;
+use super::cloudwatch::CloudWatch;
 use super::ec2::Ec2;
 use super::route53::Route53;
 use super::s3::StateBucket;
@@ -21,6 +22,7 @@ use crate::stages::promote::{PromotePlan, PromotePorts};
 pub struct Adapters {
     ec2: Ec2,
     dns: Route53,
+    metrics: CloudWatch,
     groups: AutoScalingGroups,
     state: Arc<StateBucket>,
     /// Each environment's balancer, by environment name.
@@ -41,6 +43,7 @@ impl Adapters {
         Adapters {
             ec2: Ec2::new(sdk, &config.region),
             dns: Route53::new(sdk),
+            metrics: CloudWatch::new(sdk, &config.region),
             groups: AutoScalingGroups::new(sdk),
             state: Arc::new(StateBucket::new(
                 sdk,
@@ -105,6 +108,7 @@ impl Adapters {
             instances: &self.ec2,
             dns: &self.dns,
             balancers: [self.balancer(&plan.slots[0]), self.balancer(&plan.slots[1])],
+            metrics: &self.metrics,
         }
     }
 

@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancing::types::Instance;
 
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Endpoint, TargetHealth};
+use crate::ports::{Balancer, Endpoint, MetricSource, TargetHealth};
 
 /// A Classic ELB, by name: [`Balancer`] for an environment.
 #[derive(Debug, Clone)]
@@ -37,6 +37,16 @@ fn instances(ids: &[String]) -> Vec<Instance> {
 impl Balancer for ClassicElb {
     fn name(&self) -> String {
         format!("classic ELB {}", self.name)
+    }
+
+    async fn metric_source(&self) -> Result<MetricSource> {
+        Ok(MetricSource {
+            namespace: "AWS/ELB".into(),
+            dimensions: vec![("LoadBalancerName".into(), self.name.clone())],
+            requests: "RequestCount".into(),
+            errors_5xx: "HTTPCode_Backend_5XX".into(),
+            latency: "Latency".into(),
+        })
     }
 
     async fn registered(&self) -> Result<Vec<TargetHealth>> {

@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Endpoint, TargetHealth};
+use crate::ports::{Balancer, Endpoint, MetricSource, TargetHealth};
 
 /// An ALB or NLB target group, by ARN: [`Balancer`] for an environment.
 #[derive(Debug, Clone)]
@@ -113,6 +113,46 @@ impl Balancer for TargetGroup {
             .and_then(|a| a.value()?.parse::<u64>().ok())
             .unwrap_or(300);
         Ok(Duration::from_secs(seconds))
+    }
+
+    async fn metric_source(&self) -> Result<MetricSource> {
+        let groups = self
+            .client
+            .describe_target_groups()
+            .target_group_arns(&self.arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeTargetGroups", self.name()))?;
+        let lb_arn = groups
+            .target_groups()
+            .first()
+            .and_then(|g| g.load_balancer_arns().first())
+            .ok_or_else(|| Error::NotFound {
+                what: "load balancer".into(),
+                detail: format!("{} is not attached to a load balancer", self.name()),
+            })?;
+        // CloudWatch names them by the ARNs' ends: `targetgroup/NAME/ID`
+        // and `app/NAME/ID`.
+        let suffix = |arn: &str, after: &str| {
+            arn.split_once(after)
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_else(|| arn.to_string())
+        };
+        Ok(MetricSource {
+            namespace: "AWS/ApplicationELB".into(),
+            dimensions: vec![
+                (
+                    "TargetGroup".into(),
+                    self.arn
+                        .rsplit_once(':')
+                        .map_or(self.arn.clone(), |(_, end)| end.to_string()),
+                ),
+                ("LoadBalancer".into(), suffix(lb_arn, ":loadbalancer/")),
+            ],
+            requests: "RequestCount".into(),
+            errors_5xx: "HTTPCode_Target_5XX_Count".into(),
+            latency: "TargetResponseTime".into(),
+        })
     }
 
     async fn endpoint(&self) -> Result<Endpoint> {

@@ -14,6 +14,7 @@
 
 pub mod adapters;
 pub mod autoscaling;
+pub mod cloudwatch;
 pub mod ec2;
 pub mod elb;
 pub mod elbv2;

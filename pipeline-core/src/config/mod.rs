@@ -27,6 +27,7 @@ mod promote;
 mod shape;
 mod size;
 mod state;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +45,7 @@ pub use promote::{PromoteConfig, RecordType};
 pub use shape::{Encryption, InstanceShape, MetadataOptions, RootVolume};
 pub use size::{format_size, parse_size};
 pub use state::StateConfig;
+pub use watch::{Analysis, Fraction, TooLittleTraffic, WatchConfig, parse_percent};
 
 #[cfg(test)]
 pub(crate) use notify::webhook;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::check::Checked;
 use super::duration::{DurationText, duration};
 use super::environment::EnvironmentConfig;
+use super::watch::{RawWatch, WatchConfig};
 
 /// `promote` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -54,6 +55,10 @@ pub(super) struct RawPromote {
     #[serde(default = "default_bake", deserialize_with = "duration")]
     #[schemars(with = "DurationText")]
     bake: Duration,
+    /// What to watch on CloudWatch while traffic moves and after, rolling
+    /// back by itself when it goes wrong.
+    #[serde(default)]
+    watch: Option<RawWatch>,
 }
 
 /// The blue/green flip, checked.
@@ -82,6 +87,8 @@ pub struct PromoteConfig {
     /// How long each step below 100 % holds, so a bad release shows itself
     /// on a share of the traffic.
     pub bake: Duration,
+    /// The CloudWatch watch, if configured.
+    pub watch: Option<WatchConfig>,
 }
 
 /// How the public record points at a balancer.
@@ -187,6 +194,7 @@ impl RawPromote {
             poll_interval: self.poll_interval,
             steps: self.steps,
             bake: self.bake,
+            watch: self.watch.map(RawWatch::check).transpose()?,
         })
     }
 }

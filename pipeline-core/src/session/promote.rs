@@ -40,7 +40,7 @@ impl fmt::Display for Flip {
                 "{} -> {value} again, as before {} took it over",
                 self.record,
                 self.from.as_deref().unwrap_or("a slot")
-            )
+            )?;
         } else if self.changed {
             write!(
                 f,
@@ -54,14 +54,18 @@ impl fmt::Display for Flip {
                     .as_deref()
                     .or(self.adopted.as_deref())
                     .unwrap_or("nothing")
-            )
+            )?;
         } else {
             write!(
                 f,
                 "{} is live already on {}: nothing changed",
                 self.to, self.record
-            )
+            )?;
         }
+        if let Some(watch) = &self.watch {
+            write!(f, "\nwatched: {watch}")?;
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +167,7 @@ mod tests {
             healthy: 2,
             adopted: None,
             replaced: vec![],
+            watch: None,
         };
         assert_eq!(
             keys(&flip),
@@ -177,7 +182,8 @@ mod tests {
                 "record",
                 "steps",
                 "target",
-                "to"
+                "to",
+                "watch"
             ]
         );
         assert_eq!(

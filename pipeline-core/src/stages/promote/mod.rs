@@ -17,14 +17,15 @@
 //! weighted records are replaced by one simple record again.
 
 mod slot;
+pub mod watch;
 
 pub use slot::Slot;
 
 use serde::Serialize;
 
-use crate::config::{Config, RecordType};
+use crate::config::{Config, RecordType, WatchConfig};
 use crate::error::{Error, Result};
-use crate::ports::{Balancer, Dns, Endpoint, Instances, Record, Target, fleet_health};
+use crate::ports::{Balancer, Dns, Endpoint, Instances, Metrics, Record, Target, fleet_health};
 use crate::release::{Commit, Deployed, Release};
 use crate::wait::{self, Interrupt, Poll, Progress};
 
@@ -51,6 +52,8 @@ pub struct PromotePlan {
     pub steps: Vec<u8>,
     /// How long each step below 100 % holds.
     pub bake: std::time::Duration,
+    /// What to watch while traffic moves and after (`None`: nothing).
+    pub watch: Option<WatchConfig>,
 }
 
 impl PromotePlan {
@@ -76,6 +79,7 @@ impl PromotePlan {
             },
             steps: p.steps.clone(),
             bake: p.bake,
+            watch: p.watch.clone(),
         })
     }
 
@@ -101,6 +105,8 @@ pub struct PromotePorts<'a> {
     pub dns: &'a dyn Dns,
     /// Each slot's balancer, in the order of [`PromotePlan::slots`].
     pub balancers: [&'a dyn Balancer; 2],
+    /// CloudWatch, for `promote.watch`.
+    pub metrics: &'a dyn Metrics,
 }
 
 /// What the record points at now.
@@ -158,7 +164,7 @@ pub async fn live(plan: &PromotePlan, ports: &PromotePorts<'_>) -> Result<Live> 
 }
 
 /// What a promote or rollback did (its `--output json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flip {
     /// The record's name.
     pub record: String,
@@ -185,6 +191,8 @@ pub struct Flip {
     /// rollback can return to them).
     #[serde(skip)]
     pub replaced: Vec<Record>,
+    /// What the watch saw last (`None`: no `promote.watch`, or no metrics).
+    pub watch: Option<watch::Comparison>,
 }
 
 /// How promote treats a record that points at neither slot.
@@ -258,6 +266,7 @@ pub async fn promote(
             healthy: serving.state().instances.len(),
             adopted: None,
             replaced: vec![],
+            watch: None,
         });
     }
     let release = serving(plan, ports, target, Some(commit)).await?;
@@ -310,6 +319,18 @@ async fn shift(
     let mut healthy = release.state().instances.len();
     let mut current = live.records.clone();
     let mut change_ids = Vec::new();
+    let back = target.other();
+    let mut watcher = match &plan.watch {
+        Some(config) => {
+            let sources = [
+                ports.balancers[target].metric_source().await?,
+                ports.balancers[back].metric_source().await?,
+            ];
+            let names = [name.clone(), plan.slots[back].clone()];
+            Some(watch::Watcher::new(config, ports.metrics, sources, names))
+        }
+        None => None,
+    };
     for (i, share) in steps.iter().enumerate() {
         if i > 0 {
             tracing::info!(
@@ -318,17 +339,19 @@ async fn shift(
                 plan.bake.as_secs()
             );
             let checked = async {
-                wait::pause(plan.bake, interrupt).await?;
+                match watcher.as_mut() {
+                    Some(watcher) => watcher.hold(plan.bake, interrupt).await?,
+                    None => wait::pause(plan.bake, interrupt).await?,
+                }
                 serving(plan, ports, target, Some(release.commit())).await
             };
             match checked.await {
                 Ok(now) => healthy = now.state().instances.len(),
                 Err(err) => {
-                    let back = target.other();
                     tracing::error!("{err}; putting all traffic back on {}", plan.slots[back]);
                     let records = vec![simple(plan, &live.endpoints[back])];
                     change(plan, ports, &current, &records, &Interrupt::never()).await?;
-                    return Err(err);
+                    return Err(rolled_back(err, &plan.slots[back]));
                 }
             }
         }
@@ -336,6 +359,30 @@ async fn shift(
         change_ids.push(change(plan, ports, &current, &new, interrupt).await?);
         tracing::info!("{}% of {} on {name}", share, plan.record);
         current = new;
+    }
+    if let (Some(watcher), Some(config)) = (watcher.as_mut(), &plan.watch) {
+        tracing::info!(
+            "watching {name} for {}s before the promote is done",
+            config.window.as_secs()
+        );
+        match watcher.hold(config.window, interrupt).await {
+            Ok(()) => {}
+            Err(Error::Interrupted) => {
+                tracing::warn!(
+                    "interrupted while watching: all of {} stays on {name}; run `pipeline rollback` to go back",
+                    plan.record
+                );
+                return Err(Error::Interrupted);
+            }
+            // A first promote has nothing to go back to.
+            Err(err) if live.slot.is_none() => return Err(err),
+            Err(err) => {
+                tracing::error!("{err}; putting all traffic back on {}", plan.slots[back]);
+                let records = vec![simple(plan, &live.endpoints[back])];
+                change(plan, ports, &current, &records, &Interrupt::never()).await?;
+                return Err(rolled_back(err, &plan.slots[back]));
+            }
+        }
     }
     Ok(Flip {
         record: plan.record.clone(),
@@ -349,7 +396,22 @@ async fn shift(
         healthy,
         adopted: None,
         replaced: vec![],
+        watch: watcher.and_then(|w| w.last),
     })
+}
+
+/// The error of a shift that put the traffic back on `to`: a failed watch
+/// becomes [`Error::RolledBack`] with its reason (the ledger's
+/// `rolled_back`); any other cause (a failed guard, an interrupt) stays
+/// as it is.
+fn rolled_back(err: Error, to: &str) -> Error {
+    match err {
+        Error::WatchFailed { reason } => Error::RolledBack {
+            to: to.to_string(),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// Points the record back at the slot that is not live (all of the
@@ -403,6 +465,7 @@ pub async fn rollback(
                 healthy: 0,
                 adopted: Some(describe(&previous)),
                 replaced: vec![],
+                watch: None,
             });
         }
         (Err(err), _) => return Err(err),
@@ -421,6 +484,7 @@ pub async fn rollback(
         healthy: release.state().instances.len(),
         adopted: None,
         replaced: vec![],
+        watch: None,
     })
 }
 

@@ -4,7 +4,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::ports::{AppInstance, MockBalancer, MockDns, MockInstances, TargetHealth};
+use crate::ports::{AppInstance, MockBalancer, MockDns, MockInstances, Sample, TargetHealth};
+
+/// CloudWatch for plans without a watch: any call fails the test.
+struct NoMetrics;
+
+#[async_trait::async_trait]
+impl Metrics for NoMetrics {
+    async fn firing(&self, _: &[String]) -> Result<Vec<String>> {
+        panic!("no watch is configured, yet DescribeAlarms was called")
+    }
+
+    async fn samples(
+        &self,
+        _: [crate::ports::MetricSource; 2],
+        _: Duration,
+    ) -> Result<[Sample; 2]> {
+        panic!("no watch is configured, yet GetMetricData was called")
+    }
+}
+
+static NO_METRICS: NoMetrics = NoMetrics;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 const OLD: &str = "ffffffffffffffffffffffffffffffffffffffff";
@@ -24,6 +44,7 @@ fn plan() -> PromotePlan {
         },
         steps: vec![],
         bake: Duration::from_secs(60),
+        watch: None,
     }
 }
 
@@ -145,6 +166,7 @@ async fn promotes_the_idle_slot_in_one_change() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let flip = promote_sha(&plan(), &ports, None).await.unwrap();
     assert_eq!(flip.from.as_deref(), Some("prod1"));
@@ -166,6 +188,7 @@ async fn refuses_a_slot_running_another_commit() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
@@ -185,6 +208,7 @@ async fn refuses_a_slot_with_too_few_healthy() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(err.to_string().contains("has 1 healthy"), "{err}");
@@ -200,6 +224,7 @@ async fn promoting_the_live_slot_changes_nothing() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let flip = promote_sha(&plan(), &ports, Some("prod2")).await.unwrap();
     assert!(!flip.changed);
@@ -225,6 +250,7 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let err = promote_sha(&plan(), &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
@@ -245,6 +271,7 @@ async fn rollback_points_back_at_the_other_slot() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let flip = rollback(&plan(), &ports, None, &Interrupt::never())
         .await
@@ -282,6 +309,7 @@ async fn first_promote_creates_the_record() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let flip = promote_sha(&plan(), &ports, None).await.unwrap();
     assert_eq!(flip.to, "prod1");
@@ -298,6 +326,7 @@ async fn first_promote_creates_the_record() {
         instances: &instances,
         dns: &nowhere,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let err = rollback(&plan(), &ports, None, &Interrupt::never())
         .await
@@ -340,6 +369,7 @@ async fn a_gradual_shift_steps_through_weights_and_ends_simple() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let started = tokio::time::Instant::now();
     let flip = promote_sha(&plan, &ports, None).await.unwrap();
@@ -394,6 +424,7 @@ async fn a_failed_check_mid_shift_puts_all_traffic_back() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let err = promote_sha(&plan, &ports, None).await.unwrap_err();
     assert!(matches!(err, Error::GuardFailed { .. }), "{err}");
@@ -417,6 +448,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     promote_sha(&plan, &ports, None).await.unwrap();
     assert_eq!(
@@ -430,6 +462,7 @@ async fn a_half_finished_shift_resumes_and_rolls_back_the_right_way() {
         instances: &instances,
         dns: &dns,
         balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
     };
     let flip = rollback(&plan, &ports, None, &Interrupt::never())
         .await

@@ -1,0 +1,228 @@
+//! `promote.watch` against moto: PutMetricData plays the slots' balancer
+//! metrics and SetAlarmState the team's alarm; the record is read back
+//! from Route53, the verdict from the ledger and the webhook.
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, MetricDatum, StateValue, Statistic,
+};
+use pipeline_fixtures::Balancers;
+use pipeline_fixtures::webhook::Receiver;
+
+use crate::promote::{Slots, record, slots};
+use crate::support::{SHA, SHA2, eventually};
+
+/// The CloudWatch dimensions of a slot's target group: `TargetGroup` and
+/// `LoadBalancer`, the ends of their ARNs.
+async fn dimensions(s: &Slots, b: &Balancers) -> Vec<Dimension> {
+    let groups = aws_sdk_elasticloadbalancingv2::Client::new(&s.env.sdk)
+        .describe_target_groups()
+        .target_group_arns(&b.target_group_arn)
+        .send()
+        .await
+        .unwrap();
+    let lb = groups.target_groups()[0].load_balancer_arns()[0].clone();
+    vec![
+        Dimension::builder()
+            .name("TargetGroup")
+            .value(b.target_group_arn.rsplit_once(':').unwrap().1)
+            .build(),
+        Dimension::builder()
+            .name("LoadBalancer")
+            .value(lb.split_once(":loadbalancer/").unwrap().1)
+            .build(),
+    ]
+}
+
+/// Puts a minute of traffic on a slot: `requests`, of which `errors` 5xx,
+/// answered in `latency` seconds.
+async fn traffic(s: &Slots, b: &Balancers, requests: f64, errors: f64, latency: f64) {
+    let dims = dimensions(s, b).await;
+    let now = DateTime::from(std::time::SystemTime::now());
+    let datum = |name: &str, value: f64| {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dims.clone()))
+            .timestamp(now)
+            .value(value)
+            .build()
+    };
+    aws_sdk_cloudwatch::Client::new(&s.env.sdk)
+        .put_metric_data()
+        .namespace("AWS/ApplicationELB")
+        .metric_data(datum("RequestCount", requests))
+        .metric_data(datum("HTTPCode_Target_5XX_Count", errors))
+        .metric_data(datum("TargetResponseTime", latency))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// prod1 live on SHA, prod2 deployed with SHA2, and `watch` (YAML under
+/// `promote:`) configured.
+async fn ready(watch: &str, hook: Option<&Receiver>) -> Slots {
+    let s = slots("cname").await;
+    let env = &s.env;
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA2])
+        .await;
+    let notify = hook.map_or(String::new(), |h| {
+        format!("notify:\n  - url: {}\n", h.url("/hook"))
+    });
+    env.write_config(&format!("{}{watch}{notify}", s.config));
+    s
+}
+
+const ANALYSIS: &str = "  watch:
+    analysis: { max_5xx_ratio: 1%, max_latency_increase: 50%, min_requests: 10 }
+    interval: 200ms
+    period: 60s
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_rise_at_the_second_step_puts_all_traffic_back() {
+    let hook = Receiver::start(0);
+    let s = ready(
+        &format!("  steps: [30, 60, 100]\n  bake: 1s\n{ANALYSIS}    for: 1s\n"),
+        Some(&hook),
+    )
+    .await;
+    traffic(&s, &s.prod1, 1000.0, 1.0, 0.05).await;
+    traffic(&s, &s.prod2, 1000.0, 2.0, 0.05).await;
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+
+    // Once prod2 takes 60%, its 5xx rise.
+    let zone = s.zone.clone();
+    let sdk = s.env.sdk.clone();
+    let watcher = tokio::spawn(async move {
+        let route53 = aws_sdk_route53::Client::new(&sdk);
+        loop {
+            let sets = route53
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone)
+                .send()
+                .await
+                .unwrap();
+            let at_60 = sets
+                .resource_record_sets()
+                .iter()
+                .any(|r| r.set_identifier() == Some("prod2") && r.weight() == Some(60));
+            if at_60 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let run = s
+        .env
+        .spawn(&["promote", "--commit", SHA2, "--output", "json"]);
+    tokio::time::timeout(Duration::from_secs(20), watcher)
+        .await
+        .expect("prod2 reached 60%")
+        .unwrap();
+    traffic(&s, &s.prod2, 1000.0, 80.0, 0.05).await;
+    let run = run.wait().await;
+
+    assert_eq!(run.code, 1, "{run:#?}");
+    let out = run.json();
+    assert_eq!(out["kind"], "rolled_back", "{out}");
+    // Read back from Route53: one simple record, on prod1.
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
+    let promotes = s.env.ledger_of("promote").await;
+    let last = promotes.last().unwrap();
+    assert_eq!(last["outcome"], "rolled_back", "{last}");
+    let error = last["error"].as_str().unwrap();
+    assert!(error.contains("rolled back to prod1"), "{error}");
+    assert!(error.contains("the 5xx ratio on prod2 is"), "{error}");
+    assert!(error.contains("prod1 has 0.10%"), "{error}");
+    let events = hook.wait_for(2, Duration::from_secs(5));
+    assert!(
+        events.iter().any(|e| e.body["event"] == "rolled_back"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_slots_complete_the_shift_then_watch_for_the_window() {
+    let s = ready(
+        &format!("  steps: [50, 100]\n  bake: 500ms\n{ANALYSIS}    for: 2s\n"),
+        None,
+    )
+    .await;
+    traffic(&s, &s.prod1, 1000.0, 1.0, 0.05).await;
+    traffic(&s, &s.prod2, 1000.0, 2.0, 0.06).await;
+    s.env.moto.start_recording();
+    let run = s
+        .env
+        .pipeline(&["promote", "--commit", SHA2, "--output", "json"])
+        .await;
+    s.env.moto.stop_recording();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.elapsed >= Duration::from_millis(2500),
+        "{:?}",
+        run.elapsed
+    );
+    let out = run.json();
+    assert_eq!(out["to"], "prod2");
+    assert_eq!(out["watch"]["target"]["requests"], 1000);
+    assert_eq!(out["watch"]["other"]["slot"], "prod1");
+    let p2 = s.prod2.alb_dns_name.to_lowercase();
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p2)));
+    // One GetMetricData per check, for both slots.
+    let calls = s.env.pipeline_calls();
+    let reads = calls.iter().filter(|c| c.action == "GetMetricData").count();
+    assert!(reads >= 4, "{reads} checks");
+    assert!(calls.iter().all(|c| c.action != "DescribeAlarms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_in_the_window_after_a_one_shot_flip_rolls_back() {
+    let s = ready(
+        "  watch:\n    alarms: [shop-errors]\n    interval: 200ms\n    for: 4s\n",
+        None,
+    )
+    .await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&s.env.sdk);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name("shop-errors")
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(10.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+    let p2 = s.prod2.alb_dns_name.to_lowercase();
+    let run = s.env.spawn(&["promote", "--commit", SHA2]);
+    eventually("the record points at prod2", || async {
+        record(&s).await == Some(("CNAME".into(), p2.clone()))
+    })
+    .await;
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("shop-errors")
+        .state_value(StateValue::Alarm)
+        .state_reason("5xx over 10")
+        .send()
+        .await
+        .unwrap();
+    let run = run.wait().await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("alarm shop-errors is in ALARM"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
+    let last = s.env.ledger_of("promote").await.pop().unwrap();
+    assert_eq!(last["outcome"], "rolled_back");
+}

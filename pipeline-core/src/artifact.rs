@@ -2,9 +2,11 @@
 //! tarball, a jar) as one gzipped tar named by its SHA-256.
 //!
 //! A directory is packed deterministically: entries in byte order of their
-//! paths, every mtime fixed, owners (numeric) and modes kept, no user or
-//! group names, a gzip header without a name or time. So the same tree
-//! gives the same digest on any machine and on any day, and a rebuild of a
+//! paths, every mtime fixed, modes kept, every entry owned by root (0:0, no
+//! user or group names: a CI runner's uid means nothing on the builder, and
+//! would make the digest differ from one runner to the next), a gzip header
+//! without a name or time. So the same tree gives the same digest on any
+//! machine and on any day, and a rebuild of a
 //! commit finds its artifact already uploaded. A `.tar.gz` or `.tgz` file
 //! is taken as it is; any other file is packed as a tarball of that file.
 
@@ -175,15 +177,14 @@ fn has_files(dir: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// One entry: its type, mode and owners as on disk, its mtime fixed.
+/// One entry: its type and mode as on disk, owned by root, its mtime fixed.
 fn append<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     let mut header = tar::Header::new_gnu();
     header.set_mtime(PACKED_MTIME);
-    let (mode, uid, gid) = owner_and_mode(&meta);
-    header.set_mode(mode);
-    header.set_uid(uid);
-    header.set_gid(gid);
+    header.set_mode(mode_of(&meta));
+    header.set_uid(0);
+    header.set_gid(0);
     let kind = meta.file_type();
     if kind.is_symlink() {
         header.set_entry_type(tar::EntryType::Symlink);
@@ -206,14 +207,14 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::
 }
 
 #[cfg(unix)]
-fn owner_and_mode(meta: &fs::Metadata) -> (u32, u64, u64) {
+fn mode_of(meta: &fs::Metadata) -> u32 {
     use std::os::unix::fs::MetadataExt;
-    (meta.mode() & 0o7777, meta.uid().into(), meta.gid().into())
+    meta.mode() & 0o7777
 }
 
 #[cfg(not(unix))]
-fn owner_and_mode(meta: &fs::Metadata) -> (u32, u64, u64) {
-    (if meta.is_dir() { 0o755 } else { 0o644 }, 0, 0)
+fn mode_of(meta: &fs::Metadata) -> u32 {
+    if meta.is_dir() { 0o755 } else { 0o644 }
 }
 
 /// The hex SHA-256 of a file's bytes.

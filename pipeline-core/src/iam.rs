@@ -46,36 +46,55 @@ fn encryption_key(config: &Config) -> Vec<Statement> {
     let Encryption::Key(key) = &config.build.shape.root_volume.encryption else {
         return vec![];
     };
-    let arn = |region: &str, key: &str| {
-        if key.starts_with("arn:") {
-            key.to_string()
-        } else if let Some(alias) = key.strip_prefix("alias/") {
-            format!("arn:aws:kms:{region}:*:alias/{alias}")
-        } else {
-            format!("arn:aws:kms:{region}:*:key/{key}")
-        }
-    };
-    let mut resources = vec![arn(&config.region, key)];
-    resources.extend(
+    let actions = vec![
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    ];
+    // IAM checks key operations against the key's ARN: a key given by
+    // alias is matched through `kms:ResourceAliases`.
+    let keys = std::iter::once((config.region.as_str(), key.as_str())).chain(
         config
             .build
             .copy_kms_keys
             .iter()
-            .map(|(region, key)| arn(region, key)),
+            .map(|(r, k)| (r.as_str(), k.as_str())),
     );
-    vec![Statement {
-        sid: "EncryptWithTheKeys",
-        actions: vec![
-            "kms:CreateGrant",
-            "kms:Decrypt",
-            "kms:DescribeKey",
-            "kms:GenerateDataKeyWithoutPlaintext",
-            "kms:ReEncryptFrom",
-            "kms:ReEncryptTo",
-        ],
-        resources,
-        condition: None,
-    }]
+    let (mut arns, mut aliases) = (Vec::new(), Vec::new());
+    for (region, key) in keys {
+        if let Some(alias) = key.strip_prefix("alias/") {
+            aliases.push(format!("alias/{alias}"));
+        } else if let Some((_, alias)) = key.split_once(":alias/") {
+            aliases.push(format!("alias/{alias}"));
+        } else if key.starts_with("arn:") {
+            arns.push(key.to_string());
+        } else {
+            arns.push(format!("arn:aws:kms:{region}:*:key/{key}"));
+        }
+    }
+    let mut statements = Vec::new();
+    if !arns.is_empty() {
+        statements.push(Statement {
+            sid: "EncryptWithTheKeys",
+            actions: actions.clone(),
+            resources: arns,
+            condition: None,
+        });
+    }
+    if !aliases.is_empty() {
+        statements.push(Statement {
+            sid: "EncryptWithTheAliasedKeys",
+            actions,
+            resources: vec!["*".into()],
+            condition: Some(
+                json!({ "ForAnyValue:StringEquals": { "kms:ResourceAliases": aliases } }),
+            ),
+        });
+    }
+    statements
 }
 
 /// The policy of the app and task instances' own role (`iam-policy --role
@@ -558,7 +577,7 @@ promote: { hosted_zone: Z123, record: www.example.com }
         assert!(!instances.contains("TaskVerdict"), "no tasks: {instances}");
         let pipeline = document(&policy(&config)).to_string();
         assert!(
-            pipeline.contains("arn:aws:kms:us-east-1:*:alias/bake"),
+            pipeline.contains(r#""kms:ResourceAliases":["alias/bake"]"#),
             "{pipeline}"
         );
         assert!(

@@ -113,13 +113,19 @@ pub struct Entry {
     pub artifact: Option<ArtifactRecord>,
 }
 
-/// An artifact as the ledger keeps it: what it was, not where to get it.
+/// An artifact as the ledger keeps it: what the AMI was baked from, not
+/// where to get it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRecord {
-    /// Its hex SHA-256.
+    /// The AMI's `pipeline:artifact-sha256`.
     pub sha256: String,
-    /// Its size in bytes, packed.
-    pub size: u64,
+    /// Its size in bytes, packed (`None`: a reused AMI baked from another
+    /// artifact than this run's, whose size this run does not know).
+    pub size: Option<u64>,
+    /// This run's artifact, when the reused AMI was baked from another
+    /// (the build is not reproducible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub this_run: Option<String>,
 }
 
 /// The ledger of one app in the state bucket.

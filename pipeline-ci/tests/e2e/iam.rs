@@ -76,7 +76,7 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
     let config = format!(
         "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\npromote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n",
         env.config(
-            "copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]\nartifact: dist\nencrypt: true"
+            "copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]\nartifact: dist\nkms_key: alias/shop-ami"
         ),
         env.environment("staging", &classic(&staging)),
         env.environment("prod1", &target_group(&prod1)),

@@ -62,6 +62,7 @@ fn packing_keeps_modes_and_links_and_sorts_entries() {
         let entry = entry.unwrap();
         let header = entry.header();
         assert_eq!(header.mtime().unwrap(), PACKED_MTIME);
+        assert_eq!((header.uid().unwrap(), header.gid().unwrap()), (0, 0));
         let name = entry.path().unwrap().to_string_lossy().into_owned();
         #[cfg(unix)]
         if name == "bin/start" {

@@ -256,6 +256,14 @@ impl RawBuild {
                 "build.artifact_dir: {dir:?} must be an absolute directory (not /) without quotes"
             ));
         }
+        if shape.root_volume.encryption == Encryption::DefaultKey && !self.share_with.is_empty() {
+            return Err("build.encrypt: an AMI under the default EBS key (aws/ebs) cannot be shared with other accounts; give a kms_key they may use, or drop share_with".into());
+        }
+        // The artifact's URL is presigned for the bake's deadline, and a
+        // presigned URL lives at most 7 days.
+        if self.timeout > Duration::from_secs(7 * 24 * 3600 - 600) {
+            return Err("build.timeout: at most 7 days less 10 minutes (the artifact's presigned URL must outlive it)".into());
+        }
         if self.artifact_limit == 0 {
             return Err("build.artifact_limit: must be more than 0".into());
         }

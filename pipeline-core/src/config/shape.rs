@@ -113,7 +113,7 @@ pub(super) struct RawRootVolume {
     /// Size in GiB [default: the image's].
     #[serde(default)]
     size: Option<u32>,
-    /// EBS volume type [default: gp3].
+    /// EBS volume type: gp3, gp2 or standard [default: gp3].
     #[serde(default = "default_volume_type", rename = "type")]
     volume_type: String,
 }
@@ -137,7 +137,10 @@ pub(super) struct RawShape {
     pub(super) root_volume: RawRootVolume,
 }
 
-const VOLUME_TYPES: [&str; 7] = ["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"];
+/// The EBS types a root volume can have without more settings (st1 and
+/// sc1 cannot boot; io1 and io2 need provisioned IOPS, which the config
+/// does not take).
+const VOLUME_TYPES: [&str; 3] = ["gp3", "gp2", "standard"];
 
 impl InstanceShape {
     /// Checks the settings as written under `section` (e.g. `build`,

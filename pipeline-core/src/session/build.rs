@@ -114,6 +114,21 @@ impl fmt::Display for BuildReport {
 
 impl Report for BuildReport {}
 
+/// What the ledger keeps of the AMI's artifact: the digest the AMI carries,
+/// and this run's when that differs.
+fn provenance(out: &BuildOutcome) -> Option<ArtifactRecord> {
+    let ours = out.artifact.as_ref();
+    let baked = out.baked_from.as_ref().or(ours.map(|a| &a.sha256))?;
+    let same = ours.filter(|a| &a.sha256 == baked);
+    Some(ArtifactRecord {
+        sha256: baked.clone(),
+        size: same.map(|a| a.size),
+        this_run: ours
+            .filter(|a| &a.sha256 != baked)
+            .map(|a| a.sha256.clone()),
+    })
+}
+
 impl Session {
     /// Bakes (or reuses) the commit's AMI: one build of a commit at a time,
     /// a commit `pipeline test` passed (unless the gate is skipped, which
@@ -162,10 +177,7 @@ impl Session {
         let outcome = run
             .finish(result, EventKind::Succeeded, |o| Details {
                 ami: Some(o.release.image().id.clone()),
-                artifact: o.artifact.as_ref().map(|a| ArtifactRecord {
-                    sha256: a.sha256.clone(),
-                    size: a.size,
-                }),
+                artifact: provenance(o),
                 ..Details::default()
             })
             .await?;

@@ -137,7 +137,8 @@ impl fmt::Display for HistoryReport {
                     e.artifact.as_ref().map(|a| format!(
                         "artifact {} ({})",
                         short_digest(&a.sha256),
-                        crate::config::format_size(a.size)
+                        a.size
+                            .map_or("size unknown".to_string(), crate::config::format_size)
                     )),
                     e.error.clone().or(e.note.clone()),
                 ]

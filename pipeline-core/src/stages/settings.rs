@@ -28,6 +28,9 @@ pub struct Settings<'a> {
     pub settings: &'a BTreeMap<String, String>,
     /// Secrets: only the parameter names are in the user-data.
     pub secrets: &'a BTreeMap<String, SecretRef>,
+    /// Whether to start `pipeline-ready.target` (and so the app's units)
+    /// once the file is written: not on a release task's one-shot instance.
+    pub start_app: bool,
 }
 
 /// The user-data that writes the settings (with `PIPELINE_APP` and
@@ -73,27 +76,41 @@ secret() {{
         for (name, reference) in settings.secrets {
             script.push_str(&format!("secret {name} '{}'\n", reference.parameter));
         }
-        script.push_str(&format!("chmod 0600 {file}.new\n"));
+        script.push_str(&format!("chmod 0600 {file}.new\numask 022\n"));
     }
+    // A file without a secret is never installed: the app (whose units
+    // want pipeline-ready.target, which needs the file) stays down, now and
+    // at the next boot.
     script.push_str(&format!(
-        "mv {file}.new {file}
-if [ -z \"$settings_failed\" ] && [ -f /etc/systemd/system/pipeline-ready.target ] && command -v systemctl >/dev/null 2>&1; then
+        "if [ -z \"$settings_failed\" ]; then mv {file}.new {file}; else rm -f {file}.new; fi\n"
+    ));
+    if settings.start_app {
+        script.push_str(
+            "if [ -z \"$settings_failed\" ] && [ -f /etc/systemd/system/pipeline-ready.target ] && command -v systemctl >/dev/null 2>&1; then
   systemctl daemon-reload
   systemctl start --no-block pipeline-ready.target
 fi
-"
-    ));
+",
+        );
+    }
     script
 }
 
-/// The user-data of environment `env` of `config`.
-pub fn of_environment(config: &crate::config::Config, env: &str, e: &EnvironmentConfig) -> String {
+/// The user-data of environment `env` of `config`; `start_app`: see
+/// [`Settings::start_app`].
+pub fn of_environment(
+    config: &crate::config::Config,
+    env: &str,
+    e: &EnvironmentConfig,
+    start_app: bool,
+) -> String {
     user_data(&Settings {
         app: &config.app,
         env,
         region: &config.region,
         settings: &e.settings,
         secrets: &e.secrets,
+        start_app,
     })
 }
 
@@ -168,6 +185,7 @@ mod tests {
             region: "us-east-1",
             settings: &settings,
             secrets: &none,
+            start_app: true,
         });
         assert!(data.contains("PIPELINE_ENV='staging'\n"), "{data}");
         assert!(data.contains("RAILS_ENV='staging'\n"), "{data}");
@@ -192,7 +210,9 @@ mod tests {
             region: "eu-west-1",
             settings: &settings,
             secrets: &secrets,
+            start_app: false,
         });
+        assert!(!data.contains("pipeline-ready.target"), "{data}");
         assert!(
             data.contains("secret DATABASE_URL '/shop/prod/db_url'"),
             "{data}"
@@ -227,5 +247,9 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("failed=1"), "{printed}");
+        assert!(
+            !dir.path().join("etc/environment").exists(),
+            "a file without its secret is installed"
+        );
     }
 }

@@ -64,6 +64,10 @@ impl BuildPlan {
     /// cannot carry is bad input.
     pub fn new(config: &Config) -> Result<Self> {
         let b = &config.build;
+        let artifact_dir = b
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| format!("/opt/{}/release", config.app));
         Ok(BuildPlan {
             app: config.app.clone(),
             region: config.region.clone(),
@@ -71,13 +75,10 @@ impl BuildPlan {
             shape: b.shape.clone(),
             subnet: b.subnet.clone(),
             provision: {
-                provision::check(&b.provision, &config.app, true)?;
+                provision::check(&b.provision, &config.app, Some(&artifact_dir))?;
                 b.provision.clone()
             },
-            artifact_dir: b
-                .artifact_dir
-                .clone()
-                .unwrap_or_else(|| format!("/opt/{}/release", config.app)),
+            artifact_dir,
             copy_kms_keys: b.copy_kms_keys.clone(),
             provision_poll: Poll {
                 interval: b.poll_interval,
@@ -340,6 +341,28 @@ impl Bake<'_> {
             },
             url,
         ))
+    }
+
+    /// Starts a copy of `image` to `region`; its id.
+    async fn copy(&self, image: &Image, region: &str) -> Result<String> {
+        let encryption = self.copy_encryption(region);
+        let id = self
+            .images
+            .copy_image(image, region, &self.copy_tags(image), &encryption)
+            .await?;
+        tracing::info!("copying {} to {region} as {id}", image.id);
+        Ok(id)
+    }
+
+    /// A copy's tags: this run's, with the image's own provenance (a
+    /// reused image was baked from its artifact, not this run's).
+    fn copy_tags(&self, image: &Image) -> Tags {
+        let mut tags = self.tagged(tag::ROLE_APP, &image.name);
+        match image.tags.get(tag::ARTIFACT_SHA256) {
+            Some(sha) => tags.insert(tag::ARTIFACT_SHA256.to_string(), sha.clone()),
+            None => tags.remove(tag::ARTIFACT_SHA256),
+        };
+        tags
     }
 
     /// How a copy to `region` is encrypted: as the AMI is, with the
@@ -607,20 +630,16 @@ impl Bake<'_> {
                 .find_release_image(region, &self.plan.app, commit)
                 .await?
             {
+                // A copy older than the image is of an earlier bake of the
+                // commit (before a --rebake): not a copy of this one.
+                Some(copy) if copy.created < image.created => {
+                    started.push((region.clone(), self.copy(image, region).await?, true))
+                }
                 Some(copy) if copy.state == ImageState::Available => ready.push(copy),
                 Some(copy) if copy.state == ImageState::Pending => {
                     started.push((region.clone(), copy.id, false))
                 }
-                _ => {
-                    let tags = self.tagged(tag::ROLE_APP, &image.name);
-                    let encryption = self.copy_encryption(region);
-                    let id = self
-                        .images
-                        .copy_image(image, region, &tags, &encryption)
-                        .await?;
-                    tracing::info!("copying {} to {region} as {id}", image.id);
-                    started.push((region.clone(), id, true));
-                }
+                _ => started.push((region.clone(), self.copy(image, region).await?, true)),
             }
         }
         for (i, (region, id, _)) in started.iter().enumerate() {

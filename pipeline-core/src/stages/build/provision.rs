@@ -5,18 +5,19 @@
 //!
 //! In order, the wrapper:
 //! 1. exports `PIPELINE_APP` and `PIPELINE_COMMIT`;
-//! 2. installs the systemd target `pipeline-ready.target`, which an
-//!    instance's user-data starts once `/etc/pipeline/environment` is
-//!    written (see [`crate::stages::settings`]): a unit `WantedBy=` it
-//!    starts only then;
+//! 2. installs and enables the systemd target `pipeline-ready.target`,
+//!    which an instance's user-data starts once `/etc/pipeline/environment`
+//!    is written (see [`crate::stages::settings`]), and which starts at
+//!    every later boot when the file is there (`ConditionPathExists`): a
+//!    unit `WantedBy=` it never starts without the file;
 //! 3. with an artifact: downloads it through its presigned URL (curl, or
 //!    wget), checks its SHA-256, unpacks it into the artifact directory,
 //!    exports `PIPELINE_ARTIFACT_DIR` and `PIPELINE_ARTIFACT_SHA256`, and
 //!    deletes the archive; any step failing fails the bake;
 //! 4. runs the script and prints its verdict, `pipeline-provision: ok` or
 //!    [`PROVISION_FAILED_MARKER`] with the reason;
-//! 5. removes cloud-init's copy of this user-data (it holds the URL) and
-//!    powers off.
+//! 5. removes cloud-init's copies of this user-data (the text, the pickled
+//!    object and the script it ran: they hold the URL) and powers off.
 
 use crate::error::{Error, Result};
 use crate::ports::SecretUrl;
@@ -61,13 +62,13 @@ pub struct Bakes<'a> {
 
 /// Checks that `script` can be wrapped, before any network call: the
 /// delimiter, and the size with room for an artifact's URL.
-pub fn check(script: &str, app: &str, with_artifact: bool) -> Result<()> {
+pub fn check(script: &str, app: &str, artifact_dir: Option<&str>) -> Result<()> {
     let url = SecretUrl::new("x".repeat(URL_ROOM));
     let sha256 = "0".repeat(64);
-    let artifact = with_artifact.then_some(ArtifactFetch {
+    let artifact = artifact_dir.map(|dir| ArtifactFetch {
         url: &url,
         sha256: &sha256,
-        dir: "/opt/pipeline-placeholder-of-some-length/release",
+        dir,
     });
     let commit = "0".repeat(40);
     wrap(
@@ -101,10 +102,12 @@ PIPELINE_APP='{app}'
 PIPELINE_COMMIT='{commit}'
 export PIPELINE_APP PIPELINE_COMMIT
 say() {{ echo \"$1\"; echo \"$1\" > /dev/console 2>/dev/null || true; }}
-forget() {{ rm -f /var/lib/cloud/instance/user-data.txt* /var/lib/cloud/instances/*/user-data.txt* 2>/dev/null; }}
+forget() {{ rm -rf /var/lib/cloud/instances/*/user-data.txt* /var/lib/cloud/instances/*/obj.pkl /var/lib/cloud/instances/*/scripts 2>/dev/null; }}
 fail() {{ say \"{PROVISION_FAILED_MARKER} $1\"; forget; sync; poweroff || shutdown -h now; exit 1; }}
 if [ -d /etc/systemd/system ]; then
-  printf '[Unit]\\nDescription=pipeline: /etc/pipeline/environment is written\\n' > /etc/systemd/system/pipeline-ready.target
+  printf '[Unit]\\nDescription=pipeline: /etc/pipeline/environment is written\\nConditionPathExists=/etc/pipeline/environment\\n\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/pipeline-ready.target
+  mkdir -p /etc/systemd/system/multi-user.target.wants
+  ln -sf ../pipeline-ready.target /etc/systemd/system/multi-user.target.wants/pipeline-ready.target
 fi
 "
     );
@@ -117,7 +120,7 @@ archive=/var/tmp/pipeline-artifact.tar.gz
 # Presigned: expires with the bake's deadline.
 PIPELINE_ARTIFACT_URL='{url}'
 if command -v curl >/dev/null 2>&1; then
-  curl -fsS --retry 5 --retry-connrefused -o \"$archive\" \"$PIPELINE_ARTIFACT_URL\" || fail \"artifact download failed (curl exit $?)\"
+  curl -fsS --retry 5 -o \"$archive\" \"$PIPELINE_ARTIFACT_URL\" || fail \"artifact download failed (curl exit $?)\"
 elif command -v wget >/dev/null 2>&1; then
   wget -q -O \"$archive\" \"$PIPELINE_ARTIFACT_URL\" || fail \"artifact download failed (wget exit $?)\"
 else

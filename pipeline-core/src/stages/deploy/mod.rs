@@ -79,7 +79,7 @@ impl DeployPlan {
             count: e.count,
             shape: e.shape.clone(),
             placement: e.placement.clone(),
-            user_data: super::settings::of_environment(config, env, e),
+            user_data: super::settings::of_environment(config, env, e, true),
             health_poll: Poll {
                 interval: e.poll_interval,
                 deadline: e.health_timeout,

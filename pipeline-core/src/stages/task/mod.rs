@@ -69,7 +69,7 @@ impl TaskPlan {
                 when: t.when,
                 shape: t.shape.clone(),
                 subnet: e.placement.task_subnet().map(str::to_string),
-                settings: super::settings::of_environment(config, env, e),
+                settings: super::settings::of_environment(config, env, e, false),
                 poll: Poll {
                     interval: e.poll_interval,
                     deadline: t.timeout,

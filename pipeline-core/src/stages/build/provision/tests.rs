@@ -35,8 +35,8 @@ fn oversized_user_data_is_rejected() {
     assert!(message.contains("must not contain"), "{message}");
     // Checked before any URL exists, with room for one.
     let near = format!("#!/bin/bash\necho {}\n", "x".repeat(USER_DATA_LIMIT - 2500));
-    assert!(check(&near, "shop", false).is_ok());
-    assert!(check(&near, "shop", true).is_err());
+    assert!(check(&near, "shop", None).is_ok());
+    assert!(check(&near, "shop", Some("/opt/shop/release")).is_err());
 }
 
 /// What running the wrapper printed, and the unpacked tree's root.
@@ -53,16 +53,19 @@ struct Ran {
 fn run_wrapper(served: &Path, sha256: &str) -> Ran {
     let root = tempfile::tempdir().unwrap().keep();
     let bin = root.join("bin");
-    for dir in [
-        "bin",
-        "var/tmp",
-        "etc/systemd/system",
-        "opt",
-        "var/lib/cloud/instance",
-    ] {
+    let cloud = root.join("var/lib/cloud/instances/i-1");
+    for dir in ["bin", "var/tmp", "etc/systemd/system", "opt"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
-    std::fs::write(root.join("var/lib/cloud/instance/user-data.txt"), "the url").unwrap();
+    std::fs::create_dir_all(cloud.join("scripts")).unwrap();
+    for copy in [
+        "user-data.txt",
+        "user-data.txt.i",
+        "obj.pkl",
+        "scripts/part-001",
+    ] {
+        std::fs::write(cloud.join(copy), "the url").unwrap();
+    }
     let stub = |name: &str, body: &str| {
         let path = bin.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -107,13 +110,28 @@ fn run_wrapper(served: &Path, sha256: &str) -> Ran {
         )
         .output()
         .unwrap();
+    for copy in [
+        "user-data.txt",
+        "user-data.txt.i",
+        "obj.pkl",
+        "scripts/part-001",
+    ] {
+        assert!(
+            !cloud.join(copy).exists(),
+            "cloud-init's {copy} (it holds the URL) stays behind"
+        );
+    }
+    let target =
+        std::fs::read_to_string(root.join("etc/systemd/system/pipeline-ready.target")).unwrap();
     assert!(
-        !root.join("var/lib/cloud/instance/user-data.txt").exists(),
-        "cloud-init's copy of the user-data (and its URL) stays behind"
+        target.contains("ConditionPathExists=/etc/pipeline/environment"),
+        "{target}"
     );
     assert!(
-        root.join("etc/systemd/system/pipeline-ready.target")
-            .exists()
+        root.join("etc/systemd/system/multi-user.target.wants/pipeline-ready.target")
+            .symlink_metadata()
+            .is_ok(),
+        "the target starts at later boots"
     );
     Ran {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

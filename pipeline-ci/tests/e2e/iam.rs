@@ -46,6 +46,8 @@ fn iam_action(call: &Call) -> String {
             };
             format!("s3:{name}")
         }
+        // CloudWatch signs as `monitoring`; IAM calls it `cloudwatch`.
+        "monitoring" => format!("cloudwatch:{}", call.action),
         service => format!("{service}:{}", call.action),
     }
 }
@@ -74,7 +76,7 @@ async fn the_iam_policy_grants_every_call_the_stages_make() {
         seed_auto_scaling_group(&env.sdk, &env.world, "shop-web", &web.target_group_arn, 2).await;
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
     let config = format!(
-        "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\npromote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n",
+        "{}environments:\n{}{}{}  web:\n    count: 2\n    auto_scaling_group: {group}\n    load_balancer: {}\n    health_timeout: 20s\n    healthy_for: 200ms\n    drain_timeout: 2s\n    poll_interval: 100ms\npromote:\n  hosted_zone: {zone}\n  record: www.example.com\n  poll_interval: 100ms\n  steps: [50, 100]\n  bake: 200ms\n  watch:\n    alarms: [shop-errors]\n    analysis: {{ max_5xx_ratio: 1%, too_little_traffic: pass }}\n    interval: 100ms\n",
         env.config(
             "copy_to_regions: [us-west-2]\nshare_with: [\"123456789012\"]\nartifact: dist\nkms_key: alias/shop-ami"
         ),

@@ -4,7 +4,7 @@
 //! last `period` (one GetMetricData), and judges the target slot against
 //! the other: its 5xx ratio, absolute and as an increase over the other's,
 //! and its mean latency as an increase over the other's. A failed check
-//! ends the watch with the reason; [`super::shift`] then puts all traffic
+//! ends the watch with the reason; the shift then puts all traffic
 //! back.
 
 use std::fmt;

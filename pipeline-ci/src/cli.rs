@@ -163,6 +163,15 @@ pub enum Command {
         #[command(flatten)]
         lock: LockWait,
     },
+    /// Watch the live slot against the other on CloudWatch (`promote.watch`)
+    /// after an earlier promote; a failed check rolls back by itself.
+    Watch {
+        /// How long [default: promote.watch.for].
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        span: Option<std::time::Duration>,
+        #[command(flatten)]
+        lock: LockWait,
+    },
     /// Show what each environment runs, how healthy it is, and which slot is live.
     Status {
         /// Also write a one-page HTML dashboard (with the last ledger events) to FILE.
@@ -226,6 +235,7 @@ impl Command {
             Command::Task { .. } => Some("task"),
             Command::Promote { .. } => Some("promote"),
             Command::Rollback { .. } => Some("rollback"),
+            Command::Watch { .. } => Some("watch"),
             Command::Gc { .. } => Some("gc"),
             Command::Unlock { .. } => Some("unlock"),
             _ => None,

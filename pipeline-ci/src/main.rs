@@ -27,7 +27,7 @@ use pipeline_core::config::Config;
 use pipeline_core::session::{
     self, BuildOptions, DeployOptions, DeployTarget, GcOptions, HistoryOptions, PlanReport,
     PromoteOptions, RollbackOptions, Session, StatusOptions, TaskOptions, TestOptions,
-    UnlockOptions,
+    UnlockOptions, WatchOptions,
 };
 use pipeline_core::stages::test::Output;
 use pipeline_core::wait::Interrupt;
@@ -189,6 +189,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 lock_wait: lock.timeout,
             };
             report!(open(&cli.config, step).await?.rollback(options))
+        }
+        Command::Watch { span, lock } => {
+            let options = WatchOptions {
+                span,
+                lock_wait: lock.timeout,
+            };
+            report!(open(&cli.config, step).await?.watch(options))
         }
         Command::Status { html } => {
             let recent = if html.is_some() { DASHBOARD_EVENTS } else { 0 };

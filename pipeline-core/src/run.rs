@@ -42,6 +42,8 @@ pub enum Stage {
     Gc,
     /// Removing a dead run's lock by hand.
     Unlock,
+    /// Watching the live slot after a promote (`pipeline watch`).
+    Watch,
 }
 
 impl Stage {
@@ -56,6 +58,7 @@ impl Stage {
             Stage::Rollback => "rollback",
             Stage::Gc => "gc",
             Stage::Unlock => "unlock",
+            Stage::Watch => "watch",
         }
     }
 }

@@ -226,3 +226,63 @@ async fn an_alarm_in_the_window_after_a_one_shot_flip_rolls_back() {
     let last = s.env.ledger_of("promote").await.pop().unwrap();
     assert_eq!(last["outcome"], "rolled_back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_watch_after_a_promote_rolls_back_on_an_alarm() {
+    let s = ready(
+        "  watch:\n    alarms: [shop-errors]\n    interval: 200ms\n",
+        None,
+    )
+    .await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&s.env.sdk);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name("shop-errors")
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(10.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+    let p2 = s.prod2.alb_dns_name.to_lowercase();
+    // The promote and the watch as two CI steps.
+    s.env.ok(&["promote", "--commit", SHA2]).await;
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p2.clone())));
+    let quiet = s
+        .env
+        .ok(&["watch", "--for", "1s", "--output", "json"])
+        .await;
+    let out = quiet.json();
+    assert_eq!(
+        (out["live"].as_str(), out["other"].as_str()),
+        (Some("prod2"), Some("prod1"))
+    );
+    assert!(out["checks"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p2)));
+
+    let run = s.env.spawn(&["watch", "--for", "5s"]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("shop-errors")
+        .state_value(StateValue::Alarm)
+        .state_reason("5xx over 10")
+        .send()
+        .await
+        .unwrap();
+    let run = run.wait().await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("alarm shop-errors is in ALARM"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
+    let last = s.env.ledger_of("watch").await.pop().unwrap();
+    assert_eq!(last["outcome"], "rolled_back", "{last}");
+}

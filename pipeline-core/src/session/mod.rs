@@ -35,7 +35,7 @@ pub use deploy::{
 };
 pub use gc::GcOptions;
 pub use plan::PlanReport;
-pub use promote::{PromoteOptions, RollbackOptions};
+pub use promote::{PromoteOptions, RollbackOptions, WatchOptions};
 pub use report::{Report, error_json, json};
 pub use status::{HistoryOptions, HistoryReport, StatusOptions, StatusReport};
 pub use task::{TaskOptions, TaskReport};

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ledger::Outcome;
 use crate::release::{Commit, short_commit};
 use crate::run::{Details, RunSpec, Stage, StageRun};
-use crate::stages::promote::{self, Flip, Foreign, PromotePlan};
+use crate::stages::promote::{self, Flip, Foreign, PromotePlan, Watched};
 
 /// Where to flip, and what must serve there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,31 @@ impl fmt::Display for Flip {
 
 impl Report for Flip {}
 
+/// What `pipeline watch` watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// How long (`None`: `promote.watch.for`).
+    pub span: Option<std::time::Duration>,
+    /// How long to wait for a promote or rollback holding the slots.
+    pub lock_wait: std::time::Duration,
+}
+
+impl fmt::Display for Watched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} watched for {}s against {} ({} checks): healthy",
+            self.live, self.secs, self.other, self.checks
+        )?;
+        if let Some(last) = &self.last {
+            write!(f, "\nlast: {last}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Report for Watched {}
+
 impl Session {
     /// Points the public record at a slot once it runs the commit on
     /// enough healthy instances; see [`crate::stages::promote`].
@@ -125,6 +150,37 @@ impl Session {
         .await;
         run.finish(result, EventKind::RolledBack, flip_details)
             .await
+    }
+
+    /// Watches the live slot (`pipeline watch`): `promote.watch`'s checks
+    /// for `span` (default its `for`), rolling back by itself on a failed
+    /// one; see [`promote::watch_live`].
+    pub async fn watch(&self, options: WatchOptions) -> Result<Watched> {
+        let plan = self.promote_plan()?;
+        let config = plan.watch.clone().ok_or_else(|| {
+            crate::Error::Input(
+                "the config has no promote.watch: give alarms or analysis to watch (docs/promote.md)".into(),
+            )
+        })?;
+        let span = options.span.unwrap_or(config.window);
+        if span.is_zero() {
+            return Err(crate::Error::Input(
+                "nothing to watch for: give --for, or promote.watch.for".into(),
+            ));
+        }
+        let spec = RunSpec {
+            scopes: plan.slots.to_vec(),
+            lock_wait: options.lock_wait,
+            ..RunSpec::new(Stage::Watch)
+        };
+        let run = StageRun::begin(&self.tracking, spec, &self.interrupt).await?;
+        let ports = self.adapters.promote(&plan);
+        let result = promote::watch_live(&plan, &ports, &config, span, &self.interrupt).await;
+        run.finish(result, EventKind::Succeeded, |w| Details {
+            env: Some(w.live.clone()),
+            ..Details::default()
+        })
+        .await
     }
 
     pub(super) fn promote_plan(&self) -> Result<PromotePlan> {

@@ -488,6 +488,99 @@ pub async fn rollback(
     })
 }
 
+/// What `pipeline watch` saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Watched {
+    /// The live slot, watched.
+    pub live: String,
+    /// The slot it was compared with, which a failed check goes back to.
+    pub other: String,
+    /// How long it was watched, in seconds.
+    pub secs: u64,
+    /// How many checks ran.
+    pub checks: usize,
+    /// The last comparison (`None`: alarms only).
+    pub last: Option<watch::Comparison>,
+}
+
+/// Watches the live slot against the other for `span` with `config` (a
+/// promote made earlier; `pipeline watch` as a CI step of its own). A
+/// failed check puts all traffic back on the other slot, once the traffic
+/// guard says it can serve ([`Error::RolledBack`]); if it cannot, the
+/// traffic stays ([`Error::WatchFailed`]). An interrupt leaves it too.
+pub async fn watch_live(
+    plan: &PromotePlan,
+    ports: &PromotePorts<'_>,
+    config: &WatchConfig,
+    span: std::time::Duration,
+    interrupt: &Interrupt,
+) -> Result<Watched> {
+    let live = live(plan, ports).await?;
+    let current = live.slot.ok_or_else(|| {
+        Error::Input(format!(
+            "{} does not point at {} or {}: nothing to watch",
+            plan.record, plan.slots[0], plan.slots[1]
+        ))
+    })?;
+    if live.weights.is_some() {
+        return Err(Error::Input(format!(
+            "{} is split between the slots (a gradual shift was left half-way): run `pipeline promote` to finish it, or `pipeline rollback`",
+            plan.record
+        )));
+    }
+    let other = current.other();
+    let sources = [
+        ports.balancers[current].metric_source().await?,
+        ports.balancers[other].metric_source().await?,
+    ];
+    let names = [plan.slots[current].clone(), plan.slots[other].clone()];
+    let mut watcher = watch::Watcher::new(config, ports.metrics, sources, names);
+    tracing::info!(
+        "watching {} for {}s against {}",
+        plan.slots[current],
+        span.as_secs(),
+        plan.slots[other]
+    );
+    match watcher.hold(span, interrupt).await {
+        Ok(()) => Ok(Watched {
+            live: plan.slots[current].clone(),
+            other: plan.slots[other].clone(),
+            secs: span.as_secs(),
+            checks: watcher.checks,
+            last: watcher.last,
+        }),
+        Err(Error::WatchFailed { reason }) => {
+            if let Err(guard) = serving(plan, ports, other, None).await {
+                return Err(Error::WatchFailed {
+                    reason: format!(
+                        "{reason}; {} cannot take the traffic back ({guard})",
+                        plan.slots[other]
+                    ),
+                });
+            }
+            tracing::error!(
+                "{reason}; putting all traffic back on {}",
+                plan.slots[other]
+            );
+            let records = vec![simple(plan, &live.endpoints[other])];
+            change(plan, ports, &live.records, &records, &Interrupt::never()).await?;
+            Err(Error::RolledBack {
+                to: plan.slots[other].clone(),
+                reason,
+            })
+        }
+        Err(Error::Interrupted) => {
+            tracing::warn!(
+                "interrupted while watching: {} stays on {}",
+                plan.record,
+                plan.slots[current]
+            );
+            Err(Error::Interrupted)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// The traffic guard: the release `slot` serves, on its healthy instances
 /// (of `commit`, if given), which must be at least what the plan needs.
 /// Without `commit` the release is the commit of its first healthy instance.

@@ -76,6 +76,26 @@ async fn ready(watch: &str, hook: Option<&Receiver>) -> Slots {
     s
 }
 
+/// Creates the team's alarm `shop-errors` (OK until set otherwise); a
+/// CloudWatch client to set its state with.
+async fn alarm(s: &Slots) -> aws_sdk_cloudwatch::Client {
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&s.env.sdk);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name("shop-errors")
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(10.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    cloudwatch
+}
+
 const ANALYSIS: &str = "  watch:
     analysis: { max_5xx_ratio: 1%, max_latency_increase: 50%, min_requests: 10 }
     interval: 200ms
@@ -186,20 +206,7 @@ async fn an_alarm_in_the_window_after_a_one_shot_flip_rolls_back() {
         None,
     )
     .await;
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&s.env.sdk);
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name("shop-errors")
-        .namespace("AWS/ApplicationELB")
-        .metric_name("HTTPCode_Target_5XX_Count")
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(10.0)
-        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .unwrap();
+    let cloudwatch = alarm(&s).await;
     let p1 = s.prod1.alb_dns_name.to_lowercase();
     let p2 = s.prod2.alb_dns_name.to_lowercase();
     let run = s.env.spawn(&["promote", "--commit", SHA2]);
@@ -234,20 +241,7 @@ async fn pipeline_watch_after_a_promote_rolls_back_on_an_alarm() {
         None,
     )
     .await;
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&s.env.sdk);
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name("shop-errors")
-        .namespace("AWS/ApplicationELB")
-        .metric_name("HTTPCode_Target_5XX_Count")
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(10.0)
-        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .unwrap();
+    let cloudwatch = alarm(&s).await;
     let p1 = s.prod1.alb_dns_name.to_lowercase();
     let p2 = s.prod2.alb_dns_name.to_lowercase();
     // The promote and the watch as two CI steps.

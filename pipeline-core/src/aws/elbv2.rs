@@ -27,6 +27,29 @@ impl TargetGroup {
     }
 }
 
+impl TargetGroup {
+    /// The ARN of the load balancer the group is attached to. One
+    /// DescribeTargetGroups.
+    async fn load_balancer_arn(&self) -> Result<String> {
+        let groups = self
+            .client
+            .describe_target_groups()
+            .target_group_arns(&self.arn)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeTargetGroups", self.name()))?;
+        groups
+            .target_groups()
+            .first()
+            .and_then(|g| g.load_balancer_arns().first())
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: "load balancer".into(),
+                detail: format!("{} is not attached to a load balancer", self.name()),
+            })
+    }
+}
+
 fn targets(ids: &[String]) -> Vec<TargetDescription> {
     ids.iter()
         .map(|id| TargetDescription::builder().id(id).build())
@@ -116,38 +139,21 @@ impl Balancer for TargetGroup {
     }
 
     async fn metric_source(&self) -> Result<MetricSource> {
-        let groups = self
-            .client
-            .describe_target_groups()
-            .target_group_arns(&self.arn)
-            .send()
-            .await
-            .map_err(sdk_error("DescribeTargetGroups", self.name()))?;
-        let lb_arn = groups
-            .target_groups()
-            .first()
-            .and_then(|g| g.load_balancer_arns().first())
-            .ok_or_else(|| Error::NotFound {
-                what: "load balancer".into(),
-                detail: format!("{} is not attached to a load balancer", self.name()),
-            })?;
+        let lb_arn = self.load_balancer_arn().await?;
         // CloudWatch names them by the ARNs' ends: `targetgroup/NAME/ID`
         // and `app/NAME/ID`.
-        let suffix = |arn: &str, after: &str| {
-            arn.split_once(after)
-                .map(|(_, rest)| rest.to_string())
-                .unwrap_or_else(|| arn.to_string())
-        };
+        let group = self
+            .arn
+            .rsplit_once(':')
+            .map_or(self.arn.clone(), |(_, end)| end.to_string());
+        let balancer = lb_arn
+            .split_once(":loadbalancer/")
+            .map_or(lb_arn.clone(), |(_, end)| end.to_string());
         Ok(MetricSource {
             namespace: "AWS/ApplicationELB".into(),
             dimensions: vec![
-                (
-                    "TargetGroup".into(),
-                    self.arn
-                        .rsplit_once(':')
-                        .map_or(self.arn.clone(), |(_, end)| end.to_string()),
-                ),
-                ("LoadBalancer".into(), suffix(lb_arn, ":loadbalancer/")),
+                ("TargetGroup".into(), group),
+                ("LoadBalancer".into(), balancer),
             ],
             requests: "RequestCount".into(),
             errors_5xx: "HTTPCode_Target_5XX_Count".into(),
@@ -156,25 +162,11 @@ impl Balancer for TargetGroup {
     }
 
     async fn endpoint(&self) -> Result<Endpoint> {
-        let groups = self
-            .client
-            .describe_target_groups()
-            .target_group_arns(&self.arn)
-            .send()
-            .await
-            .map_err(sdk_error("DescribeTargetGroups", self.name()))?;
-        let lb_arn = groups
-            .target_groups()
-            .first()
-            .and_then(|g| g.load_balancer_arns().first())
-            .ok_or_else(|| Error::NotFound {
-                what: "load balancer".into(),
-                detail: format!("{} is not attached to a load balancer", self.name()),
-            })?;
+        let lb_arn = self.load_balancer_arn().await?;
         let out = self
             .client
             .describe_load_balancers()
-            .load_balancer_arns(lb_arn)
+            .load_balancer_arns(&lb_arn)
             .send()
             .await
             .map_err(sdk_error("DescribeLoadBalancers", self.name()))?;

@@ -348,9 +348,7 @@ async fn shift(
             match checked.await {
                 Ok(now) => healthy = now.state().instances.len(),
                 Err(err) => {
-                    tracing::error!("{err}; putting all traffic back on {}", plan.slots[back]);
-                    let records = vec![simple(plan, &live.endpoints[back])];
-                    change(plan, ports, &current, &records, &Interrupt::never()).await?;
+                    put_back(plan, ports, &current, &live.endpoints, back, &err).await?;
                     return Err(rolled_back(err, &plan.slots[back]));
                 }
             }
@@ -377,9 +375,7 @@ async fn shift(
             // A first promote has nothing to go back to.
             Err(err) if live.slot.is_none() => return Err(err),
             Err(err) => {
-                tracing::error!("{err}; putting all traffic back on {}", plan.slots[back]);
-                let records = vec![simple(plan, &live.endpoints[back])];
-                change(plan, ports, &current, &records, &Interrupt::never()).await?;
+                put_back(plan, ports, &current, &live.endpoints, back, &err).await?;
                 return Err(rolled_back(err, &plan.slots[back]));
             }
         }
@@ -398,6 +394,23 @@ async fn shift(
         replaced: vec![],
         watch: watcher.and_then(|w| w.last),
     })
+}
+
+/// Puts all traffic on `back` at once, in one change from `current`
+/// (after `why` went wrong): not interruptible, since half a way back is
+/// the worst place to stop.
+async fn put_back(
+    plan: &PromotePlan,
+    ports: &PromotePorts<'_>,
+    current: &[Record],
+    endpoints: &[Endpoint; 2],
+    back: Slot,
+    why: &dyn std::fmt::Display,
+) -> Result<()> {
+    tracing::error!("{why}; putting all traffic back on {}", plan.slots[back]);
+    let records = vec![simple(plan, &endpoints[back])];
+    change(plan, ports, current, &records, &Interrupt::never()).await?;
+    Ok(())
 }
 
 /// The error of a shift that put the traffic back on `to`: a failed watch
@@ -558,12 +571,7 @@ pub async fn watch_live(
                     ),
                 });
             }
-            tracing::error!(
-                "{reason}; putting all traffic back on {}",
-                plan.slots[other]
-            );
-            let records = vec![simple(plan, &live.endpoints[other])];
-            change(plan, ports, &live.records, &records, &Interrupt::never()).await?;
+            put_back(plan, ports, &live.records, &live.endpoints, other, &reason).await?;
             Err(Error::RolledBack {
                 to: plan.slots[other].clone(),
                 reason,

@@ -1,7 +1,7 @@
 //! `pipeline status --html FILE`: a one-page static dashboard for a big
 //! screen: which slot is live, each environment's commit, AMI and health,
-//! and the last ledger events. No script, no external asset: one file CI
-//! can publish as an artifact.
+//! the last watch's verdict and the last ledger events. No script, no
+//! external asset: one file CI can publish as an artifact.
 
 use pipeline_core::session::StatusReport;
 
@@ -92,6 +92,21 @@ pub fn render(status: &StatusReport) -> String {
             lb = esc(&env.balancer),
         ));
     }
+    // The newest entry that watched a slot: promote's window or `pipeline watch`.
+    let watch = match events.iter().find_map(|e| Some((e, e.watch.as_deref()?))) {
+        Some((e, verdict)) => format!(
+            "<p id=\"watch\" class=\"watch {outcome}\">last watch: {stage} of {env} at {finished}, {outcome}: {verdict}</p>",
+            outcome = e.outcome,
+            stage = e.stage,
+            env = esc(e.env.as_deref().unwrap_or("?")),
+            finished = esc(&e.finished),
+            verdict = esc(verdict),
+        ),
+        None => format!(
+            "<p id=\"watch\" class=\"watch\">last watch: none in the last {} events</p>",
+            events.len()
+        ),
+    };
     let mut rows = String::new();
     for e in events {
         rows.push_str(&format!(
@@ -118,10 +133,12 @@ h1 {{ font-size: 2.2em; margin: 0 0 .2em; }} .record {{ color: #8ab4f8; }}
 .generated {{ color: #9aa5b1; font-size: .7em; margin: 0; }}
 .health {{ font-size: 1.6em; margin: .2em 0; }} .lb {{ color: #9aa5b1; font-size: .8em; }}
 table {{ border-collapse: collapse; width: 100%; font-size: .8em; }} td, th {{ padding: .3em .6em; text-align: left; border-bottom: 1px solid #2b3440; }}
-tr.failed td {{ color: #f85149; }} code {{ color: #d2a8ff; }}
+tr.failed td, tr.rolled_back td {{ color: #f85149; }} code {{ color: #d2a8ff; }}
+.watch {{ font-size: .9em; }} .watch.promoted, .watch.succeeded {{ color: #3fb950; }} .watch.rolled_back, .watch.failed {{ color: #f85149; }}
 </style></head>
 <body><h1 id="live">{app}: {headline}</h1>
 <p class="generated">generated {generated} by <code>pipeline status --html</code>; refresh by running it again</p>
+{watch}
 <div class="envs">
 {cards}</div>
 <h2>Last events</h2>

@@ -93,6 +93,8 @@ pub enum Error {
     /// on `to`, the slot that served before.
     #[error("rolled back to {to}: {reason}")]
     RolledBack {
+        /// The slot the release went to, which no longer serves.
+        from: String,
         /// The slot that serves again.
         to: String,
         /// Which alarm, or which metric with both slots' values.
@@ -331,6 +333,7 @@ mod tests {
             ),
             (
                 Error::RolledBack {
+                    from: "prod2".into(),
                     to: "prod1".into(),
                     reason: "x".into(),
                 },

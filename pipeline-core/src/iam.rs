@@ -33,8 +33,35 @@ pub fn policy(config: &Config) -> Vec<Statement> {
     statements.extend(groups(config));
     statements.extend(state_bucket(config));
     statements.extend(record(config));
+    statements.extend(alarms(config));
     statements.extend(encryption_key(config));
     statements
+}
+
+/// Reading the team's alarms: promote's watch and each environment's
+/// deploy, by name.
+fn alarms(config: &Config) -> Vec<Statement> {
+    let mut names: Vec<&String> = config
+        .promote
+        .iter()
+        .filter_map(|p| p.watch.as_ref())
+        .flat_map(|w| &w.alarms)
+        .chain(config.environments.values().flat_map(|e| &e.alarms))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    vec![Statement {
+        sid: "WatchTheAlarms",
+        actions: vec!["cloudwatch:DescribeAlarms"],
+        resources: names
+            .iter()
+            .map(|a| format!("arn:aws:cloudwatch:{}:*:alarm:{a}", config.region))
+            .collect(),
+        condition: None,
+    }]
 }
 
 /// Launching the builder with a volume encrypted with `build.kms_key`, and
@@ -422,28 +449,14 @@ fn record(config: &Config) -> Vec<Statement> {
             resources: vec!["arn:aws:route53:::change/*".into()],
             condition: None,
         });
-        if let Some(watch) = &promote.watch {
-            if !watch.alarms.is_empty() {
-                statements.push(Statement {
-                    sid: "WatchTheAlarms",
-                    actions: vec!["cloudwatch:DescribeAlarms"],
-                    resources: watch
-                        .alarms
-                        .iter()
-                        .map(|a| format!("arn:aws:cloudwatch:{}:*:alarm:{a}", config.region))
-                        .collect(),
-                    condition: None,
-                });
-            }
-            if watch.analysis.is_some() {
-                // GetMetricData takes no resource.
-                statements.push(Statement {
-                    sid: "CompareTheSlots",
-                    actions: vec!["cloudwatch:GetMetricData"],
-                    resources: vec!["*".into()],
-                    condition: None,
-                });
-            }
+        if promote.watch.as_ref().is_some_and(|w| w.analysis.is_some()) {
+            // GetMetricData takes no resource.
+            statements.push(Statement {
+                sid: "CompareTheSlots",
+                actions: vec!["cloudwatch:GetMetricData"],
+                resources: vec!["*".into()],
+                condition: None,
+            });
         }
     }
     statements

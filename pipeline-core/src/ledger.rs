@@ -111,6 +111,10 @@ pub struct Entry {
     /// The artifact a build baked (or found baked): its provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<ArtifactRecord>,
+    /// The watch's verdict in words, if the run watched a slot: healthy
+    /// (with the last comparison), or why it rolled back or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
 }
 
 /// An artifact as the ledger keeps it: what the AMI was baked from, not

@@ -295,6 +295,7 @@ impl<'a> StageRun<'a> {
                 entry.instances = d.instances;
                 entry.replaced = d.replaced;
                 entry.artifact = d.artifact;
+                entry.watch = d.watch;
                 // A stage that ran and reports failure (a failing test).
                 let kind = if outcome == Outcome::Failed {
                     EventKind::Failed
@@ -305,12 +306,19 @@ impl<'a> StageRun<'a> {
             }
             // The release went wrong and was put back by itself: the
             // ledger and the webhooks say so, with the reason.
-            Err(err @ Error::RolledBack { .. }) => {
+            Err(err @ Error::RolledBack { from, .. }) => {
+                // A promote learns its slot only on the way.
+                self.env.get_or_insert_with(|| from.clone());
                 let text = err.to_string();
-                (
-                    self.event(EventKind::RolledBack, None, Some(text.clone())),
-                    self.entry(Outcome::RolledBack, Some(text)),
-                )
+                let mut entry = self.entry(Outcome::RolledBack, Some(text.clone()));
+                entry.watch = Some(text.clone());
+                (self.event(EventKind::RolledBack, None, Some(text)), entry)
+            }
+            Err(err @ Error::WatchFailed { .. }) => {
+                let text = err.to_string();
+                let mut entry = self.entry(Outcome::Failed, Some(text.clone()));
+                entry.watch = Some(text.clone());
+                (self.event(EventKind::Failed, None, Some(text)), entry)
             }
             Err(err) => {
                 let text = err.to_string();
@@ -376,6 +384,7 @@ impl<'a> StageRun<'a> {
             note: self.note.clone(),
             replaced: Vec::new(),
             artifact: None,
+            watch: None,
         }
     }
 
@@ -418,4 +427,6 @@ pub struct Details {
     pub replaced: Vec<crate::ports::Record>,
     /// The artifact a build baked.
     pub artifact: Option<crate::ledger::ArtifactRecord>,
+    /// The watch's verdict, if the stage watched.
+    pub watch: Option<String>,
 }

@@ -1,6 +1,7 @@
-//! `promote.watch` against moto: PutMetricData plays the slots' balancer
-//! metrics and SetAlarmState the team's alarm; the record is read back
-//! from Route53, the verdict from the ledger and the webhook.
+//! `promote.watch` and a deploy's `alarms` against moto: PutMetricData
+//! plays the slots' balancer metrics and SetAlarmState the team's alarm;
+//! the record is read back from Route53, the fleet from EC2 and the target
+//! group, the verdict from the ledger and the webhook.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use pipeline_fixtures::Balancers;
 use pipeline_fixtures::webhook::Receiver;
 
 use crate::promote::{Slots, record, slots};
-use crate::support::{SHA, SHA2, eventually};
+use crate::support::{Kind, SHA, SHA2, balancer_health, eventually};
 
 /// The CloudWatch dimensions of a slot's target group: `TargetGroup` and
 /// `LoadBalancer`, the ends of their ARNs.
@@ -196,6 +197,20 @@ async fn healthy_slots_complete_the_shift_then_watch_for_the_window() {
     let calls = s.env.pipeline_calls();
     let reads = calls.iter().filter(|c| c.action == "GetMetricData").count();
     assert!(reads >= 4, "{reads} checks");
+    // In CI, a line per check with both slots' figures.
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("watching: prod2 5xx "))
+        .collect();
+    assert_eq!(lines.len(), reads, "{}", run.stderr);
+    assert!(
+        lines.last().unwrap().ends_with(
+            "prod2 5xx 0.20% of 1000 requests, 60 ms; prod1 5xx 0.10% of 1000 requests, 50 ms"
+        ),
+        "{}",
+        run.stderr
+    );
     assert!(calls.iter().all(|c| c.action != "DescribeAlarms"));
 }
 
@@ -232,6 +247,18 @@ async fn an_alarm_in_the_window_after_a_one_shot_flip_rolls_back() {
     assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
     let last = s.env.ledger_of("promote").await.pop().unwrap();
     assert_eq!(last["outcome"], "rolled_back");
+    let watch = last["watch"].as_str().unwrap();
+    assert!(watch.contains("alarm shop-errors is in ALARM"), "{last}");
+    // The dashboard shows the verdict.
+    let page = s.env.dir().join("dashboard.html");
+    s.env
+        .ok(&["status", "--html", page.to_str().unwrap()])
+        .await;
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("last watch: promote of prod2") && html.contains("rolled_back: "),
+        "{html}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,4 +306,121 @@ async fn pipeline_watch_after_a_promote_rolls_back_on_an_alarm() {
     assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
     let last = s.env.ledger_of("watch").await.pop().unwrap();
     assert_eq!(last["outcome"], "rolled_back", "{last}");
+}
+
+/// Too little traffic on the target: `pass` counts the checks as passes
+/// and says so; `wait` watches as long again, then fails, and `pipeline
+/// watch` puts the traffic back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_traffic_does_what_the_config_says_and_says_so() {
+    let thin = |mode: &str| {
+        format!(
+            "  watch:\n    analysis: {{ max_5xx_ratio: 1%, min_requests: 500, too_little_traffic: {mode} }}\n    interval: 200ms\n    period: 60s\n    for: 1s\n"
+        )
+    };
+    let s = ready(&thin("pass"), None).await;
+    traffic(&s, &s.prod1, 1000.0, 1.0, 0.05).await;
+    traffic(&s, &s.prod2, 100.0, 0.0, 0.05).await;
+    let p1 = s.prod1.alb_dns_name.to_lowercase();
+    let p2 = s.prod2.alb_dns_name.to_lowercase();
+
+    let passed = s.env.ok(&["promote", "--commit", SHA2]).await;
+    assert!(
+        passed
+            .stderr
+            .contains("not enough traffic on prod2 to judge (100 requests, min_requests 500): counted as a pass"),
+        "{}",
+        passed.stderr
+    );
+    assert!(
+        passed.stdout.contains("with too little traffic to judge"),
+        "{}",
+        passed.stdout
+    );
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p2)));
+    let last = s.env.ledger_of("promote").await.pop().unwrap();
+    let watch = last["watch"].as_str().unwrap();
+    assert!(
+        watch.starts_with("healthy after") && watch.contains("too_little_traffic: pass"),
+        "{last}"
+    );
+
+    s.env.write_config(&format!("{}{}", s.config, thin("wait")));
+    let run = s.env.pipeline(&["watch", "--output", "json"]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("waiting for more (too_little_traffic: wait)")
+            && run
+                .stderr
+                .contains("no check had enough traffic on prod2; watching 1s longer"),
+        "{}",
+        run.stderr
+    );
+    // Watched twice the window before it gave up.
+    assert!(run.elapsed >= Duration::from_secs(2), "{:?}", run.elapsed);
+    assert_eq!(run.json()["kind"], "rolled_back");
+    assert_eq!(record(&s).await, Some(("CNAME".into(), p1)));
+    let last = s.env.ledger_of("watch").await.pop().unwrap();
+    let watch = last["watch"].as_str().unwrap();
+    assert!(
+        watch.contains("not enough traffic on prod2 to judge the release in twice 1s"),
+        "{last}"
+    );
+}
+
+/// `environments.<env>.alarms`: an alarm in ALARM while the new fleet
+/// holds healthy fails the deploy; the new instances are gone and the old
+/// ones still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_during_healthy_for_fails_the_deploy_the_safe_way() {
+    let s = slots("cname").await;
+    let env = &s.env;
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA]).await;
+    let old = env.live_instances("prod2", SHA).await;
+    assert_eq!(old.len(), 2);
+    let at = s.config.find("  prod2:\n").unwrap();
+    let (head, tail) = s.config.split_at(at);
+    let watched = tail.replacen(
+        "healthy_for: 200ms\n",
+        "healthy_for: 3s\n    alarms: [shop-errors]\n",
+        1,
+    );
+    env.write_config(&format!("{head}{watched}"));
+    let cloudwatch = alarm(&s).await;
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("shop-errors")
+        .state_value(StateValue::Alarm)
+        .state_reason("5xx over 10")
+        .send()
+        .await
+        .unwrap();
+
+    let run = env
+        .pipeline(&[
+            "deploy", "--env", "prod2", "--commit", SHA2, "--output", "json",
+        ])
+        .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    let out = run.json();
+    assert_eq!(out["kind"], "deploy_failed", "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("alarm shop-errors is in ALARM while the new fleet held healthy"),
+        "{out}"
+    );
+    // Caught at the hold's first tick, not after healthy_for.
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+    assert!(env.live_instances("prod2", SHA2).await.is_empty());
+    assert_eq!(env.live_instances("prod2", SHA).await, old);
+    let mut serving: Vec<String> = balancer_health(env, &s.prod2, Kind::TargetGroup)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    serving.sort();
+    assert_eq!(serving, old);
 }

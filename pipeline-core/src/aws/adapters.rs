@@ -99,6 +99,7 @@ impl Adapters {
             instances: &self.ec2,
             balancer: self.balancer(env),
             auto_scaling: Some(&self.groups),
+            metrics: Some(&self.metrics),
         }
     }
 

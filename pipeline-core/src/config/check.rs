@@ -22,6 +22,15 @@ pub(super) fn name(key: &str, value: &str, max: usize) -> Checked {
     }
 }
 
+/// A CloudWatch alarm's name: 1-255 characters, not only spaces.
+pub(super) fn alarm_name(key: &str, value: &str) -> Checked {
+    if value.trim().is_empty() || value.len() > 255 {
+        Err(format!("{key}: {value:?} is not a CloudWatch alarm name"))
+    } else {
+        Ok(())
+    }
+}
+
 pub(super) fn region(key: &str, value: &str) -> Checked {
     let parts: Vec<&str> = value.split('-').collect();
     let ok = parts.len() >= 3

@@ -71,6 +71,11 @@ pub(super) struct RawEnvironment {
     #[serde(default = "default_healthy_for", deserialize_with = "duration")]
     #[schemars(with = "DurationText")]
     healthy_for: Duration,
+    /// The team's own CloudWatch alarms, checked while the new fleet holds
+    /// healthy for `healthy_for`: any in ALARM fails the deploy (the new
+    /// fleet leaves, the old one keeps serving).
+    #[serde(default)]
+    alarms: Vec<String>,
     /// The most a deploy waits for old instances to drain (the balancer's own
     /// draining delay, if shorter, wins).
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
@@ -108,6 +113,8 @@ pub struct EnvironmentConfig {
     /// How long a new fleet must stay healthy before the old one leaves
     /// (an app that crashes after its first health checks is caught).
     pub healthy_for: Duration,
+    /// CloudWatch alarms that fail the deploy if in ALARM during `healthy_for`.
+    pub alarms: Vec<String>,
     /// The longest a deploy lets the old fleet drain.
     pub drain_timeout: Duration,
     /// How often the deploy's waits look again.
@@ -343,6 +350,9 @@ impl RawEnvironment {
                 key("healthy_for")
             ));
         }
+        for alarm in &self.alarms {
+            check::alarm_name(&key("alarms"), alarm)?;
+        }
         // drain_timeout may be zero: no waiting for connections to drain.
         check::positive(&key("health_timeout"), self.health_timeout)?;
         check::positive(&key("poll_interval"), self.poll_interval)?;
@@ -383,6 +393,7 @@ impl RawEnvironment {
             load_balancer: self.load_balancer,
             health_timeout: self.health_timeout,
             healthy_for: self.healthy_for,
+            alarms: self.alarms,
             drain_timeout: self.drain_timeout,
             poll_interval: self.poll_interval,
             tasks,

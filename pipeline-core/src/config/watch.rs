@@ -186,11 +186,7 @@ pub fn parse_percent(text: &str) -> Result<f64, String> {
 impl RawWatch {
     pub(super) fn check(self) -> Checked<WatchConfig> {
         for alarm in &self.alarms {
-            if alarm.trim().is_empty() || alarm.len() > 255 {
-                return Err(format!(
-                    "promote.watch.alarms: {alarm:?} is not a CloudWatch alarm name"
-                ));
-            }
+            check::alarm_name("promote.watch.alarms", alarm)?;
         }
         check::positive("promote.watch.interval", self.interval)?;
         check::positive("promote.watch.period", self.period)?;

@@ -62,8 +62,8 @@ impl fmt::Display for Flip {
                 self.to, self.record
             )?;
         }
-        if let Some(watch) = &self.watch {
-            write!(f, "\nwatched: {watch}")?;
+        if let Some(verdict) = &self.verdict {
+            write!(f, "\nwatched: {verdict}")?;
         }
         Ok(())
     }
@@ -84,13 +84,9 @@ impl fmt::Display for Watched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} watched for {}s against {} ({} checks): healthy",
-            self.live, self.secs, self.other, self.checks
-        )?;
-        if let Some(last) = &self.last {
-            write!(f, "\nlast: {last}")?;
-        }
-        Ok(())
+            "{} watched for {}s against {}: {}",
+            self.live, self.secs, self.other, self.verdict
+        )
     }
 }
 
@@ -178,6 +174,7 @@ impl Session {
         let result = promote::watch_live(&plan, &ports, &config, span, &self.interrupt).await;
         run.finish(result, EventKind::Succeeded, |w| Details {
             env: Some(w.live.clone()),
+            watch: Some(w.verdict.clone()),
             ..Details::default()
         })
         .await
@@ -200,6 +197,7 @@ fn flip_details(flip: &Flip) -> Details {
             .as_ref()
             .map(|value| format!("the record pointed at {value}")),
         replaced: flip.replaced.clone(),
+        watch: flip.verdict.clone(),
         ..Details::default()
     }
 }
@@ -224,6 +222,7 @@ mod tests {
             adopted: None,
             replaced: vec![],
             watch: None,
+            verdict: None,
         };
         assert_eq!(
             keys(&flip),
@@ -239,6 +238,7 @@ mod tests {
                 "steps",
                 "target",
                 "to",
+                "verdict",
                 "watch"
             ]
         );

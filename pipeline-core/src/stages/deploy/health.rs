@@ -76,7 +76,11 @@ impl Swap<'_> {
             ids.len(),
             self.balancer.name(),
             self.plan.healthy_for.as_secs_f64()
-        );
+        ) + &if self.plan.alarms.is_empty() {
+            String::new()
+        } else {
+            format!(" with alarms {} quiet", self.plan.alarms.join(", "))
+        };
         let wanted: BTreeSet<&String> = ids.iter().collect();
         // A Mutex, not a Cell: the deploy's future stays Send, so an
         // embedding program can spawn it.
@@ -119,6 +123,7 @@ impl Swap<'_> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(Instant::now);
+            self.fail_if_alarm().await?;
             let held = since.elapsed();
             Ok(if held >= self.plan.healthy_for {
                 Progress::Done(())
@@ -184,6 +189,25 @@ impl Swap<'_> {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Fails the deploy if any of the plan's alarms is in ALARM (one
+    /// DescribeAlarms call; none without alarms).
+    async fn fail_if_alarm(&self) -> Result<()> {
+        let (Some(metrics), false) = (self.metrics, self.plan.alarms.is_empty()) else {
+            return Ok(());
+        };
+        let firing = metrics.firing(&self.plan.alarms).await?;
+        if firing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::DeployFailed {
+            reason: format!(
+                "alarm {} is in ALARM while the new fleet held healthy in {}",
+                firing.join(", "),
+                self.balancer.name()
+            ),
+        })
     }
 
     /// Fails the deploy if any of `ids` stopped or terminated (one call),

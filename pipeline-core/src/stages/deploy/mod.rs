@@ -35,8 +35,8 @@ mod swap;
 use std::time::Duration;
 
 use crate::config::{Config, InstanceShape, Placement};
-use crate::error::Result;
-use crate::ports::{AutoScaling, Balancer, Instances};
+use crate::error::{Error, Result};
+use crate::ports::{AutoScaling, Balancer, Instances, Metrics};
 use crate::release::{Built, Deployed, Release, RunId};
 use crate::stages::task::{TaskOutcome, TaskPlan};
 use crate::wait::{Interrupt, Poll};
@@ -61,6 +61,9 @@ pub struct DeployPlan {
     pub health_poll: Poll,
     /// How long the new fleet must stay healthy before the old one leaves.
     pub healthy_for: Duration,
+    /// CloudWatch alarms checked on every tick of the `healthy_for` hold:
+    /// one in ALARM fails the deploy.
+    pub alarms: Vec<String>,
     /// The longest wait for old instances to drain.
     pub drain_cap: Duration,
     /// The environment's release tasks, in order (`manual` ones included;
@@ -85,6 +88,7 @@ impl DeployPlan {
                 deadline: e.health_timeout,
             },
             healthy_for: e.healthy_for,
+            alarms: e.alarms.clone(),
             drain_cap: e.drain_timeout,
             tasks: TaskPlan::all(config, env)?,
         })
@@ -129,6 +133,8 @@ pub struct DeployPorts<'a> {
     /// Raises and lowers the group, for an environment placed in an Auto
     /// Scaling group (`None` otherwise).
     pub auto_scaling: Option<&'a dyn AutoScaling>,
+    /// Reads the plan's alarms (`None`: the plan may have none).
+    pub metrics: Option<&'a dyn Metrics>,
 }
 
 impl Release<Built> {
@@ -146,7 +152,7 @@ impl Release<Built> {
     ///     .expect("built");
     /// let balancer = aws::balancer(&sdk, &config.environments["staging"].load_balancer);
     /// let out = built
-    ///     .deploy(&plan, DeployPorts { instances: &ec2, balancer: balancer.as_ref(), auto_scaling: None },
+    ///     .deploy(&plan, DeployPorts { instances: &ec2, balancer: balancer.as_ref(), auto_scaling: None, metrics: None },
     ///             &RunId::new(), &Interrupt::on_signals())
     ///     .await?;
     /// println!("{:?}", out.release.state().instances);
@@ -159,6 +165,12 @@ impl Release<Built> {
         run: &RunId,
         interrupt: &Interrupt,
     ) -> Result<DeployOutcome> {
+        if !plan.alarms.is_empty() && ports.metrics.is_none() {
+            return Err(Error::Input(format!(
+                "environments.{}.alarms are set, but the deploy was given no CloudWatch to read them (DeployPorts::metrics)",
+                plan.env
+            )));
+        }
         swap::Swap::new(plan, &ports, run, interrupt)
             .run(self, ports.auto_scaling)
             .await

@@ -9,7 +9,7 @@ use super::mode::Mode;
 use super::{DeployOutcome, DeployPlan, DeployPorts, Phase};
 use crate::config::TaskWhen;
 use crate::error::Result;
-use crate::ports::{AppInstance, AutoScaling, Balancer, Instances, Tags, tag};
+use crate::ports::{AppInstance, AutoScaling, Balancer, Instances, Metrics, Tags, tag};
 use crate::release::{Built, Release, RunId};
 use crate::stages::task::{self, TaskOutcome};
 use crate::wait::Interrupt;
@@ -19,6 +19,7 @@ pub(super) struct Swap<'a> {
     pub(super) plan: &'a DeployPlan,
     pub(super) instances: &'a dyn Instances,
     pub(super) balancer: &'a dyn Balancer,
+    pub(super) metrics: Option<&'a dyn Metrics>,
     pub(super) interrupt: &'a Interrupt,
     run: &'a RunId,
     started: Instant,
@@ -48,6 +49,7 @@ impl<'a> Swap<'a> {
             plan,
             instances: ports.instances,
             balancer: ports.balancer,
+            metrics: ports.metrics,
             interrupt,
             run,
             started: now,

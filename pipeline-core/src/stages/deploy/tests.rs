@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::ports::{AppInstance, Image, Tags, tag};
 use crate::ports::{
     GroupState, ImageState, InstanceStatus, MockAutoScaling, MockBalancer, MockInstances,
-    TargetHealth,
+    MockMetrics, TargetHealth,
 };
 use crate::release::Tested;
 use crate::stages::task::{self, TaskPlan};
@@ -43,6 +43,7 @@ fn plan(count: u32) -> DeployPlan {
             deadline: Duration::from_secs(60),
         },
         healthy_for: Duration::ZERO,
+        alarms: vec![],
         drain_cap: Duration::from_secs(30),
         tasks: vec![],
     }
@@ -230,6 +231,7 @@ async fn deploy(
                 instances,
                 balancer,
                 auto_scaling: None,
+                metrics: None,
             },
             &RunId::new(),
             interrupt,
@@ -445,6 +447,81 @@ async fn the_new_fleet_must_stay_healthy_for_healthy_for() {
     assert_eq!(health.duration, Duration::from_secs(25));
 }
 
+/// An alarm that goes off during the `healthy_for` hold fails the deploy:
+/// the new fleet leaves, the old one was never touched.
+#[tokio::test(start_paused = true)]
+async fn an_alarm_during_healthy_for_fails_the_deploy_the_safe_way() {
+    let log = Log::default();
+    let instances = instances(&log, vec![app("i-old1")], "running");
+    let balancer = balancer(&log, &["i-old1"], true, Duration::ZERO, true);
+    let mut metrics = MockMetrics::new();
+    let checks = Arc::new(Mutex::new(0));
+    metrics.expect_firing().returning(move |alarms| {
+        assert_eq!(alarms, ["shop-5xx", "shop-latency"]);
+        let mut n = checks.lock().unwrap();
+        *n += 1;
+        // Quiet at the first tick of the hold, firing at the second.
+        Ok(if *n >= 2 {
+            vec!["shop-5xx".into()]
+        } else {
+            vec![]
+        })
+    });
+    let mut plan = plan(1);
+    plan.healthy_for = Duration::from_secs(30);
+    plan.alarms = vec!["shop-5xx".into(), "shop-latency".into()];
+    let started = tokio::time::Instant::now();
+    let err = built()
+        .deploy(
+            &plan,
+            DeployPorts {
+                instances: &instances,
+                balancer: &balancer,
+                auto_scaling: None,
+                metrics: Some(&metrics),
+            },
+            &RunId::new(),
+            &Interrupt::never(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DeployFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("alarm shop-5xx is in ALARM"),
+        "{err}"
+    );
+    // Caught at the second tick, not at the end of the hold.
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        log_of(&log),
+        [
+            "launch subnet-a i-new1",
+            "register i-new1",
+            "deregister i-new1",
+            "terminate i-new1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn alarms_without_a_metrics_port_are_refused_before_any_call() {
+    let log = Log::default();
+    // No expectations: any call would panic.
+    let instances = MockInstances::new();
+    let balancer = MockBalancer::new();
+    let mut plan = plan(1);
+    plan.alarms = vec!["shop-5xx".into()];
+    let err = deploy(&plan, &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Input(_)), "{err}");
+    assert!(
+        err.to_string().contains("environments.staging.alarms"),
+        "{err}"
+    );
+    assert!(log_of(&log).is_empty());
+}
+
 #[test]
 fn spread_is_even_and_skips_empty_subnets() {
     let subnets: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
@@ -576,6 +653,7 @@ async fn deploy_in_group(
                 instances,
                 balancer,
                 auto_scaling: Some(asg),
+                metrics: None,
             },
             &RunId::new(),
             &Interrupt::never(),

@@ -193,6 +193,8 @@ pub struct Flip {
     pub replaced: Vec<Record>,
     /// What the watch saw last (`None`: no `promote.watch`, or no metrics).
     pub watch: Option<watch::Comparison>,
+    /// The watch's verdict in words (`None`: no `promote.watch`).
+    pub verdict: Option<String>,
 }
 
 /// How promote treats a record that points at neither slot.
@@ -267,6 +269,7 @@ pub async fn promote(
             adopted: None,
             replaced: vec![],
             watch: None,
+            verdict: None,
         });
     }
     let release = serving(plan, ports, target, Some(commit)).await?;
@@ -349,7 +352,7 @@ async fn shift(
                 Ok(now) => healthy = now.state().instances.len(),
                 Err(err) => {
                     put_back(plan, ports, &current, &live.endpoints, back, &err).await?;
-                    return Err(rolled_back(err, &plan.slots[back]));
+                    return Err(rolled_back(err, &plan.slots[target], &plan.slots[back]));
                 }
             }
         }
@@ -376,7 +379,7 @@ async fn shift(
             Err(err) if live.slot.is_none() => return Err(err),
             Err(err) => {
                 put_back(plan, ports, &current, &live.endpoints, back, &err).await?;
-                return Err(rolled_back(err, &plan.slots[back]));
+                return Err(rolled_back(err, &plan.slots[target], &plan.slots[back]));
             }
         }
     }
@@ -392,6 +395,7 @@ async fn shift(
         healthy,
         adopted: None,
         replaced: vec![],
+        verdict: watcher.as_ref().map(|w| w.verdict()),
         watch: watcher.and_then(|w| w.last),
     })
 }
@@ -417,9 +421,10 @@ async fn put_back(
 /// becomes [`Error::RolledBack`] with its reason (the ledger's
 /// `rolled_back`); any other cause (a failed guard, an interrupt) stays
 /// as it is.
-fn rolled_back(err: Error, to: &str) -> Error {
+fn rolled_back(err: Error, from: &str, to: &str) -> Error {
     match err {
         Error::WatchFailed { reason } => Error::RolledBack {
+            from: from.to_string(),
             to: to.to_string(),
             reason,
         },
@@ -479,6 +484,7 @@ pub async fn rollback(
                 adopted: Some(describe(&previous)),
                 replaced: vec![],
                 watch: None,
+                verdict: None,
             });
         }
         (Err(err), _) => return Err(err),
@@ -498,6 +504,7 @@ pub async fn rollback(
         adopted: None,
         replaced: vec![],
         watch: None,
+        verdict: None,
     })
 }
 
@@ -514,6 +521,8 @@ pub struct Watched {
     pub checks: usize,
     /// The last comparison (`None`: alarms only).
     pub last: Option<watch::Comparison>,
+    /// The verdict in words.
+    pub verdict: String,
 }
 
 /// Watches the live slot against the other for `span` with `config` (a
@@ -560,6 +569,7 @@ pub async fn watch_live(
             other: plan.slots[other].clone(),
             secs: span.as_secs(),
             checks: watcher.checks,
+            verdict: watcher.verdict(),
             last: watcher.last,
         }),
         Err(Error::WatchFailed { reason }) => {
@@ -573,6 +583,7 @@ pub async fn watch_live(
             }
             put_back(plan, ports, &live.records, &live.endpoints, other, &reason).await?;
             Err(Error::RolledBack {
+                from: plan.slots[current].clone(),
                 to: plan.slots[other].clone(),
                 reason,
             })

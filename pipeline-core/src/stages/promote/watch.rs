@@ -147,6 +147,8 @@ pub struct Watcher<'a> {
     pub last: Option<Comparison>,
     /// How many checks ran.
     pub checks: usize,
+    /// How many of them had too little traffic on the target to judge.
+    pub thin: usize,
 }
 
 impl<'a> Watcher<'a> {
@@ -165,7 +167,30 @@ impl<'a> Watcher<'a> {
             names,
             last: None,
             checks: 0,
+            thin: 0,
         }
+    }
+
+    /// The watch's verdict in words, once it passed: how many checks, how
+    /// many had too little traffic and what that counted as, and the last
+    /// comparison. The ledger keeps it; the dashboard shows it.
+    pub fn verdict(&self) -> String {
+        let mut text = format!("healthy after {} check(s)", self.checks);
+        if let (Some(analysis), 1..) = (&self.config.analysis, self.thin) {
+            text.push_str(&format!(
+                ", {} with too little traffic to judge ({})",
+                self.thin,
+                match analysis.too_little_traffic {
+                    TooLittleTraffic::Pass => "counted as passes: too_little_traffic: pass",
+                    TooLittleTraffic::Wait => "waited for more: too_little_traffic: wait",
+                }
+            ));
+        }
+        match &self.last {
+            Some(last) => text.push_str(&format!("; last: {last}")),
+            None => text.push_str("; alarms quiet"),
+        }
+        text
     }
 
     /// One check: the alarms, then the comparison. `Ok(false)`: not enough
@@ -197,6 +222,7 @@ impl<'a> Watcher<'a> {
         match judged {
             Judgement::Healthy => Ok(true),
             Judgement::NotEnoughTraffic => {
+                self.thin += 1;
                 tracing::info!(
                     "not enough traffic on {} to judge ({} requests, min_requests {}): {}",
                     self.names[0],

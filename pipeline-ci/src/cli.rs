@@ -5,6 +5,14 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use pipeline_core::config::parse_duration;
 
+/// `pipeline --version`: the version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PIPELINE_BUILD_COMMIT"),
+    ")"
+);
+
 /// Immutable-AMI delivery for AWS: test a commit, bake its AMI, deploy it,
 /// flip traffic between two production slots.
 ///
@@ -14,7 +22,7 @@ use pipeline_core::config::parse_duration;
 /// AWS settings come from the standard chain (env, profiles, SSO, instance
 /// role); AWS_ENDPOINT_URL is honoured.
 #[derive(Debug, Parser)]
-#[command(name = "pipeline", version, max_term_width = 100)]
+#[command(name = "pipeline", version = VERSION, max_term_width = 100)]
 pub struct Cli {
     /// The pipeline config file.
     #[arg(

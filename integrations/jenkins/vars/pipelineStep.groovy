@@ -1,5 +1,6 @@
-// Jenkins shared-library step for `pipeline`: runs one stage with
-// `--output json` and returns its result, parsed (a Map).
+// Jenkins shared-library step for `pipeline`: runs one command with
+// `--output json` and returns its result, parsed (a Map, with `exit_code`
+// and, when it failed, `kind`).
 //
 // Named pipelineStep, not pipeline: Declarative Pipeline already defines a
 // global variable `pipeline` (the `pipeline { }` block), and a library
@@ -8,39 +9,62 @@
 //   def built = pipelineStep(command: 'build')          // built.ami
 //   pipelineStep(command: 'deploy', env: 'staging')
 //   pipelineStep(command: 'deploy', slot: 'idle')        // the slot www does not point at
-//   pipelineStep(command: 'promote')                     // to it, once it runs the commit
-//   pipelineStep(command: 'test', args: 'cargo test --locked')
+//   pipelineStep(command: 'promote', args: ['--lock-timeout', '10m'])
+//   pipelineStep(command: 'test', run: 'npm ci && npm test')
 //
-// Arguments: command (test|build|deploy|promote|rollback|status, required),
-// env or slot (deploy; slot: 'idle'), to (promote, optional), commit (default GIT_COMMIT, which the
-// binary reads itself), args (extra arguments split on spaces; for test, the test command),
-// config (default pipeline.yaml), binary (default `pipeline` on PATH),
-// failOnError (default true: a non-zero exit fails the build, with the error).
+// Arguments: command (test, build, deploy, task, promote, rollback, watch,
+// status, history, unlock, gc, iam-policy, config; required), env or slot
+// (deploy; slot: 'idle'; task: env), to (promote), commit (default
+// GIT_COMMIT, which the binary reads itself), run (test: a shell command
+// line), args (extra arguments: a List, one argument an element, or a
+// String, one argument a line; never split on spaces), config (default
+// pipeline.yaml), failOnError (default true: a non-zero exit fails the
+// build, with the error).
+// The binary: `binary` if given; else the release of VERSION for the
+// agent's OS and architecture (releaseUrl: where releases are), its SHA-256
+// checked before it runs (resources/pipeline/install.sh), cached on the
+// agent by version; built with cargo from `source` where no release exists
+// (install: auto, download, cargo or path).
 // Needs the Pipeline Utility Steps plugin (readJSON). See docs/ci.md.
+
+import groovy.transform.Field
+
+// The pipeline version this library installs: its one pin.
+@Field static final String VERSION = '0.1.0'
 
 def call(Map opts = [:]) {
     String command = opts.command ?: error('pipeline: the command argument is required')
-    List<String> argv = [opts.binary ?: 'pipeline', '--config', opts.config ?: 'pipeline.yaml',
-                         '--output', 'json', command]
+    String binary = opts.binary ?: install(opts)
+    List<String> argv = [binary, '--config', opts.config ?: 'pipeline.yaml', '--output', 'json', command]
     switch (command) {
         case 'deploy':
             if (opts.slot) { argv += ['--slot', opts.slot as String] }
             else if (opts.env) { argv += ['--env', opts.env as String] }
             else { error('pipeline: deploy needs env or slot') }
             break
+        case 'task':
+            if (!opts.env) { error('pipeline: task needs env') }
+            argv += ['--env', opts.env as String]
+            break
         case 'promote':
             if (opts.to) { argv += ['--to', opts.to as String] }
             break
-        case ['test', 'build', 'rollback', 'status']:
+        case ['test', 'build', 'rollback', 'watch', 'status', 'history', 'unlock', 'gc', 'iam-policy', 'config']:
             break
         default:
-            error("pipeline: unknown command '${command}' (test, build, deploy, promote, rollback, status)")
+            error("pipeline: unknown command '${command}' (test, build, deploy, task, promote, rollback, watch, status, history, unlock, gc, iam-policy, config)")
     }
-    if (opts.commit && command in ['test', 'build', 'deploy', 'promote']) {
+    if (opts.commit && command in ['test', 'build', 'deploy', 'task', 'promote']) {
         argv += ['--commit', opts.commit as String]
     }
-    List<String> extra = opts.args ? (opts.args as String).tokenize(' ') : []
-    argv += (command == 'test') ? ['--'] + extra : extra
+    List<String> extra = []
+    if (opts.args instanceof List) { extra = opts.args.collect { it as String } }
+    else if (opts.args) { extra = (opts.args as String).readLines().findAll { it } }
+    if (command == 'test') {
+        argv += opts.run ? extra + ['--', 'bash', '-c', opts.run as String] : ['--'] + extra
+    } else {
+        argv += extra
+    }
 
     String out = ".pipeline-${command}-${env.BUILD_NUMBER ?: '0'}.json"
     int code = sh(script: argv.collect { shellQuote(it) }.join(' ') + " > ${shellQuote(out)}",
@@ -49,10 +73,25 @@ def call(Map opts = [:]) {
     sh(script: "rm -f ${shellQuote(out)}")
     Map result = text ? readJSON(text: text) : [ok: false, error: 'no output']
     if (code != 0 && opts.get('failOnError', true)) {
-        error("pipeline ${command} failed (exit ${code}): ${result.error ?: 'see the log'}")
+        error("pipeline ${command} failed (exit ${code}${result.kind ? ', ' + result.kind : ''}): ${result.error ?: 'see the log'}")
     }
-    result.exit_code = result.exit_code ?: code
+    result.exit_code = code
     return result
+}
+
+// Installs the binary with the library's install.sh; returns its path.
+private String install(Map opts) {
+    writeFile(file: '.pipeline-install.sh', text: libraryResource('pipeline/install.sh'))
+    List<String> vars = ["PIPELINE_VERSION=${VERSION}",
+                         "PIPELINE_INSTALL=${opts.install ?: 'auto'}"]
+    if (opts.releaseUrl) { vars << "PIPELINE_RELEASE_URL=${opts.releaseUrl}" }
+    if (opts.source) { vars << "PIPELINE_SOURCE=${opts.source}" }
+    // Its exit code fails the step (a checksum that does not match: 3);
+    // the path is the last line it prints.
+    withEnv(vars) { sh(script: 'bash .pipeline-install.sh > .pipeline-bin') }
+    String bin = readFile('.pipeline-bin').trim().readLines().last()
+    sh(script: 'rm -f .pipeline-install.sh .pipeline-bin')
+    return bin
 }
 
 private String shellQuote(String s) {

@@ -163,7 +163,14 @@ async fn a_verdict_that_cannot_be_recorded_fails_before_the_tests_run() {
     // A config, but no AWS credentials: the message names the call and the
     // object, and nothing of the SDK's insides.
     env.write_config(&env.config(""));
-    let anonymous = env.pipeline_in_job(&tests, &[], false).await;
+    let anonymous = env
+        .pipeline_in_job(
+            std::path::Path::new(env!("CARGO_BIN_EXE_pipeline")),
+            &tests,
+            &[],
+            false,
+        )
+        .await;
     refused(&anonymous, "no credentials");
     assert!(
         anonymous.stderr.contains(&format!(

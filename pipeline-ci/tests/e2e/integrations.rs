@@ -1,10 +1,14 @@
 //! The CI integrations (CircleCI orb, GitHub Action, Jenkins step) are valid,
-//! and their example flows work: `integrations/validate.sh` checks the files
-//! against check-jsonschema's vendored schemas and runs every `pipeline`
-//! invocation of the examples through the binary's parser, listing them;
-//! these tests then run each example's list, in order, for three releases
-//! in a row against moto: a release train, blue/green from the second
-//! release on.
+//! install the binary the way they promise, and their example flows work:
+//! `integrations/validate.sh` checks the files against check-jsonschema's
+//! vendored schemas, serves a release of this binary on 127.0.0.1 (standing
+//! in for the GitHub release download), runs each integration's install
+//! step for real against it, and runs every `pipeline` invocation of the
+//! examples through the binary's parser, listing them; these tests then run
+//! each example's list, in order, with the binary its install put in
+//! place, for three releases in a row against moto: a release train,
+//! blue/green from the second release on. A release whose checksum does
+//! not match is refused by every integration.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,8 +19,16 @@ use pipeline_fixtures::{BuilderBehaviour, guest, seed_balancers, seed_hosted_zon
 
 use crate::support::{Env, Kind, SHA, SHA2, SHA3, classic, healthy, target_group};
 
-/// Runs validate.sh; returns the `pipeline` argument lines it recorded.
-fn validate() -> Vec<String> {
+/// What validate.sh found: the `pipeline` calls of the examples (example,
+/// the job has AWS credentials, the arguments) and the installs (example,
+/// the binary, its SHA-256; `None`: refused).
+struct Validated {
+    calls: Vec<(String, bool, Vec<String>)>,
+    installs: Vec<(String, Option<(PathBuf, String)>)>,
+}
+
+/// Runs validate.sh, with a release whose checksum is wrong if `wrong_checksum`.
+fn validate(wrong_checksum: bool) -> Validated {
     let root = pipeline_fixtures::moto::workspace();
     // check-jsonschema and PyYAML live in the venv next to moto's Python.
     let python = std::env::var_os("PIPELINE_PYTHON")
@@ -27,11 +39,23 @@ fn validate() -> Vec<String> {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))
     .unwrap();
-    let calls = std::env::temp_dir().join(format!("pipeline-calls-{}", std::process::id()));
+    // The jobs' home directories (where the installs cache the binary) stay
+    // for the suite to run; the next run replaces them.
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("integrations-wrong-checksum-{wrong_checksum}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (calls, installs) = (scratch.join("calls"), scratch.join("installs"));
     let out = Command::new("bash")
         .arg(root.join("integrations/validate.sh"))
         .env("PIPELINE_BIN", env!("CARGO_BIN_EXE_pipeline"))
         .env("PIPELINE_CALLS_OUT", &calls)
+        .env("PIPELINE_INSTALLS_OUT", &installs)
+        .env(
+            "PIPELINE_WRONG_CHECKSUM",
+            if wrong_checksum { "1" } else { "0" },
+        )
+        .env("PIPELINE_HOMES", &scratch)
         .env("PATH", path)
         .output()
         .expect("bash runs");
@@ -44,26 +68,67 @@ fn validate() -> Vec<String> {
         "integrations/validate.sh failed ({}); run `make venv` if check-jsonschema is missing:\n{stdout}\n{stderr}",
         out.status
     );
-    let lines = std::fs::read_to_string(&calls).expect("validate.sh listed the calls");
-    let _ = std::fs::remove_file(&calls);
-    lines.lines().map(str::to_string).collect()
+    let read = |file: &PathBuf| std::fs::read_to_string(file).expect("validate.sh listed them");
+    let calls = read(&calls)
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '|');
+            let example = parts.next().unwrap_or_default().to_string();
+            let aws = parts.next() == Some("1");
+            let args = parts
+                .next()
+                .unwrap_or_default()
+                .split_terminator('\x1f')
+                .map(str::to_string)
+                .collect();
+            (example, aws, args)
+        })
+        .collect();
+    let installs = read(&installs)
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.splitn(3, '|').collect();
+            let got =
+                (parts[1] != "refused").then(|| (PathBuf::from(parts[1]), parts[2].to_string()));
+            (parts[0].to_string(), got)
+        })
+        .collect();
+    Validated { calls, installs }
 }
 
-/// The calls validate.sh found (once for the whole suite): (example, the
-/// job has AWS credentials, the arguments).
-fn calls() -> &'static [(String, bool, String)] {
-    static CALLS: OnceLock<Vec<(String, bool, String)>> = OnceLock::new();
-    CALLS.get_or_init(|| {
-        validate()
+/// validate.sh's findings with the right checksum (once for the whole suite).
+fn validated() -> &'static Validated {
+    static VALIDATED: OnceLock<Validated> = OnceLock::new();
+    VALIDATED.get_or_init(|| validate(false))
+}
+
+/// The SHA-256 of a file, in hex.
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn every_integration_refuses_a_release_whose_checksum_does_not_match() {
+    let found = validate(true);
+    for example in ["circleci", "github", "jenkins"] {
+        let installs: Vec<_> = found
+            .installs
             .iter()
-            .map(|line| {
-                let mut parts = line.splitn(3, '|');
-                let example = parts.next().unwrap_or_default().to_string();
-                let aws = parts.next() == Some("1");
-                (example, aws, parts.next().unwrap_or_default().to_string())
-            })
-            .collect()
-    })
+            .filter(|(e, _)| e == example)
+            .collect();
+        assert!(!installs.is_empty(), "{example} installed");
+        assert!(
+            installs.iter().all(|(_, got)| got.is_none()),
+            "{example} refused every time: {installs:?}"
+        );
+    }
+    // No step ran a binary.
+    assert!(found.calls.is_empty(), "{:?}", found.calls);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,13 +152,35 @@ async fn the_jenkins_example_runs_a_release_train() {
 /// balancers: each release ends live on the other slot, and the slot it
 /// left still serves the release before (ready for a rollback).
 async fn release_train(example: &str, commit_var: &str) {
-    let calls = tokio::task::block_in_place(calls);
-    let steps: Vec<(bool, &str)> = calls
+    let found = tokio::task::block_in_place(validated);
+    let steps: Vec<(bool, &[String])> = found
+        .calls
         .iter()
         .filter(|(e, _, _)| e == example)
-        .map(|(_, aws, args)| (*aws, args.as_str()))
+        .map(|(_, aws, args)| (*aws, args.as_slice()))
         .collect();
-    assert!(steps.len() >= 5, "{example}'s steps were found: {calls:?}");
+    assert!(
+        steps.len() >= 5,
+        "{example}'s steps were found: {:?}",
+        found.calls
+    );
+    // Each job installed the release, byte for byte the binary served.
+    let served = sha256_of(std::path::Path::new(env!("CARGO_BIN_EXE_pipeline")));
+    let installs: Vec<&(PathBuf, String)> = found
+        .installs
+        .iter()
+        .filter(|(e, _)| e == example)
+        .filter_map(|(_, got)| got.as_ref())
+        .collect();
+    assert_eq!(installs.len(), steps.len(), "{example}: one install a job");
+    for (bin, digest) in &installs {
+        assert_eq!(
+            (digest, sha256_of(bin)),
+            (&served, served.clone()),
+            "{example}: {bin:?}"
+        );
+    }
+    let bin = installs[0].0.clone();
 
     // A world the examples' pipeline.yaml describes: staging, two slots, a zone.
     let env = Env::new().await;
@@ -121,24 +208,25 @@ async fn release_train(example: &str, commit_var: &str) {
         env.environment("prod2", &target_group(&slots[1].1)),
     ));
 
+    // The app's build output, which the examples bake in (`--artifact dist`).
+    std::fs::create_dir_all(env.dir().join("dist")).unwrap();
+    std::fs::write(env.dir().join("dist/server.js"), "console.log('shop')\n").unwrap();
+
     let mut before: Option<(&str, &str)> = None;
     for sha in [SHA, SHA2, SHA3] {
         for (aws, line) in &steps {
             // The project's own test command is stood in for by `true`.
-            let mut args: Vec<&str> = line.split_whitespace().collect();
+            let mut args: Vec<&str> = line.iter().map(String::as_str).collect();
             if let Some(dashes) = args.iter().position(|a| *a == "--") {
                 args.truncate(dashes + 1);
                 args.push("true");
             }
-            let args: Vec<String> = args
-                .iter()
-                .map(|a| a.trim_matches('\'').to_string())
-                .collect();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let run = env.pipeline_in_job(&args, &[(commit_var, sha)], *aws).await;
+            let run = env
+                .pipeline_in_job(&bin, &args, &[(commit_var, sha)], *aws)
+                .await;
             assert_eq!(
                 run.code, 0,
-                "{example} release {sha}: pipeline {line}: {run:#?}"
+                "{example} release {sha}: pipeline {line:?}: {run:#?}"
             );
         }
         let live = record_target(&env, &zone).await;

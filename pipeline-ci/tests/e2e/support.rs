@@ -191,15 +191,18 @@ build:
         self.spawn_with(args, extra_env).wait().await
     }
 
-    /// [`Env::pipeline_with`] as a CI job runs it: with the moto world's
-    /// AWS credentials only if the job has some (`aws`).
+    /// [`Env::pipeline_with`] as a CI job runs it: the binary the job
+    /// installed (`bin`), with the moto world's AWS credentials only if the
+    /// job has some (`aws`).
     pub async fn pipeline_in_job(
         &self,
+        bin: &std::path::Path,
         args: &[&str],
         extra_env: &[(&str, &str)],
         aws: bool,
     ) -> Run {
         let mut child = self.command(args, extra_env);
+
         if !aws {
             child
                 .env_remove("AWS_ACCESS_KEY_ID")
@@ -250,7 +253,22 @@ build:
     /// The binary with `args`, pointed at moto and run in the scratch
     /// directory with a clean environment and `extra_env`.
     fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        self.command_of(
+            std::path::Path::new(env!("CARGO_BIN_EXE_pipeline")),
+            args,
+            extra_env,
+        )
+    }
+
+    /// The command that runs `bin` (a pipeline binary) with `args` in the
+    /// scratch directory, with the moto world's environment.
+    fn command_of(
+        &self,
+        bin: &std::path::Path,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args)
             .current_dir(&self.dir)
             .env_clear()

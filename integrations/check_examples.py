@@ -196,7 +196,7 @@ def circleci():
     run_step = next(st["run"] for st in steps["pipeline"] if "run" in st)
     for script, step in (("integrations/install.sh", install_step), ("integrations/run.sh", run_step)):
         if not step["command"].replace("\\<<", "<<").endswith(read(script)):
-            fail(f"orb.yml: the step {step['name']!r} is not {script} as it is (copy it, writing << as \\<<)")
+            fail(f"orb.yml: the step {step['name']!r} is not {script} as it is: run integrations/sync_copies.py")
     pinned = orb["commands"]["install"]["parameters"]["version"]["default"]
     if pinned != version():
         fail(f"orb.yml: install's version {pinned} is not the workspace's {version()}")
@@ -302,6 +302,8 @@ def jenkins():
         fail(f"pipelineStep.groovy: VERSION {pinned} is not the workspace's {version()}")
     home = tempfile.mkdtemp(prefix="pipeline-jenkins-", dir=os.environ.get("PIPELINE_HOMES"))
     script = read("integrations/jenkins/resources/pipeline/install.sh")
+    if script != read("integrations/install.sh"):
+        fail("jenkins resources/pipeline/install.sh is not integrations/install.sh: run integrations/sync_copies.py")
     found = 0
     for m in re.finditer(r"\bpipelineStep\(([^()]*)\)", text):
         body = m.group(1)

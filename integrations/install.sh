@@ -13,7 +13,7 @@
 # 3. The fallback, when there is no release for this platform (or
 #    PIPELINE_INSTALL=cargo): `cargo install --locked` from PIPELINE_SOURCE
 #    (a checkout's path, or a git URL built at tag v<version>), into the
-#    cache, by version.
+#    cache, by version, apart from the releases.
 #
 # Settings (environment):
 #   PIPELINE_VERSION      the version, e.g. 0.1.0 (required: each integration
@@ -65,7 +65,7 @@ die() { local code=$1; shift; say "$*"; exit "$code"; }
 version=${PIPELINE_VERSION:-${PIPELINE_DEFAULT_VERSION:-}}
 version=${version#v}
 mode=${PIPELINE_INSTALL:-auto}
-release_url=${PIPELINE_RELEASE_URL:-https://github.com/pipeline-rs/pipeline/releases/download}
+release_url=${PIPELINE_RELEASE_URL:-https://github.com/your-org/pipeline/releases/download}
 cache_root=${PIPELINE_CACHE_DIR:-$HOME/.cache/pipeline-bin}
 
 [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] \
@@ -93,8 +93,11 @@ sha256_of() {
 }
 
 fetch() {  # fetch URL FILE: 0 fetched, 4 not there (404), 1 other failure
-  local status
-  status=$(curl --silent --show-error --location --retry 3 --retry-connrefused \
+  local status proto='=https'
+  # Plain http only to this machine (a local mirror, the tests' file server).
+  case $1 in http://127.0.0.1[:/]*|http://localhost[:/]*) proto='=http' ;; esac
+  status=$(curl --silent --show-error --location --proto "$proto" --proto-redir '=https' \
+    --retry 3 --connect-timeout 10 --max-time 300 \
     --output "$2" --write-out '%{http_code}' "$1") || return 1
   case $status in
     200) return 0 ;;
@@ -111,34 +114,48 @@ done_at() {  # done_at BIN: links it where asked, prints its path
   fi
   echo "$1"
 }
-dir="$cache_root/$version/${target:-source}"
+dir="$cache_root/$version/${target:-none}"
 bin="$dir/pipeline"
+# What cargo builds is kept apart from the releases (it links what the
+# machine has, not musl).
+built="$cache_root/$version/source-$(uname -s)-$(uname -m)"
 
-# 1. The cache, if it still is what was verified.
-if [ -x "$bin" ] && [ -f "$dir/pipeline.sha256" ] \
-   && [ "$(sha256_of "$bin")" = "$(cat "$dir/pipeline.sha256")" ]; then
+cached() {  # cached DIR: its binary is what was verified into it
+  [ -x "$1/pipeline" ] && [ -f "$1/pipeline.sha256" ] \
+    && [ "$(sha256_of "$1/pipeline")" = "$(cat "$1/pipeline.sha256")" ]
+}
+
+# 1. The cache, if it still is what was verified (cargo: only a build).
+if [ "$mode" != cargo ] && cached "$dir"; then
   say "pipeline $version from the cache ($dir)"
   done_at "$bin"
   exit 0
 fi
 
 build() {
+  if cached "$built"; then
+    say "pipeline $version, built earlier, from the cache ($built)"
+    done_at "$built/pipeline"
+    return
+  fi
   local source=${PIPELINE_SOURCE:-}
   [ -n "$source" ] || die 2 "no release of pipeline $version for $(uname -s) $(uname -m), and no PIPELINE_SOURCE to build it from"
   command -v cargo >/dev/null || die 2 "no release of pipeline $version for this platform, and no cargo to build it (use an image with Rust, or a runner with a release)"
-  say "building pipeline $version from $source (cached by version in $dir)"
+  say "building pipeline $version from $source (cached by version in $built)"
   local root; root=$(mktemp -d)
   if [ -d "$source" ]; then
-    cargo install --locked --quiet --root "$root" --path "$source/pipeline-ci"
+    cargo install --locked --quiet --root "$root" --path "$source/pipeline-ci" \
+      || die 1 "cargo could not build pipeline from $source"
   else
-    cargo install --locked --quiet --root "$root" --git "$source" --tag "v$version" pipeline-ci
+    cargo install --locked --quiet --root "$root" --git "$source" --tag "v$version" pipeline-ci \
+      || die 1 "cargo could not build pipeline v$version from $source"
   fi
-  mkdir -p "$dir"
-  mv "$root/bin/pipeline" "$bin.new"
+  mkdir -p "$built"
+  mv "$root/bin/pipeline" "$built/pipeline.new"
   rm -rf "$root"
-  sha256_of "$bin.new" > "$dir/pipeline.sha256"
-  mv "$bin.new" "$bin"
-  done_at "$bin"
+  sha256_of "$built/pipeline.new" > "$built/pipeline.sha256"
+  mv "$built/pipeline.new" "$built/pipeline"
+  done_at "$built/pipeline"
 }
 
 if [ "$mode" = cargo ] || [ -z "$target" ]; then
@@ -166,7 +183,7 @@ if [ "$got" = 4 ]; then
 fi
 [ "$got" = 0 ] || die 1 "could not download $url"
 if [ -n "${PIPELINE_SHA256:-}" ]; then
-  want=${PIPELINE_SHA256,,}
+  want=$(printf %s "$PIPELINE_SHA256" | tr 'A-F' 'a-f')
 else
   fetch "$url.sha256" "$work/$archive.sha256" || die 1 "could not download $url.sha256"
   want=$(cut -d' ' -f1 < "$work/$archive.sha256" | tr 'A-F' 'a-f')
@@ -175,7 +192,7 @@ have=$(sha256_of "$work/$archive")
 if [ "$have" != "$want" ]; then
   die 3 "the SHA-256 of $archive is $have, not $want: refusing to run it (a corrupt or tampered download)"
 fi
-tar -xzf "$work/$archive" -C "$work" pipeline
+tar -xzf "$work/$archive" -C "$work" pipeline || die 1 "$archive has no pipeline binary in it"
 chmod +x "$work/pipeline"
 mkdir -p "$dir"
 sha256_of "$work/pipeline" > "$dir/pipeline.sha256"

@@ -11,6 +11,9 @@
 # exit-code and result, and writes the job summary. Exits with the
 # command's own exit code; 2 for bad settings.
 set -uo pipefail
+# CircleCI runs a step with `bash -eo pipefail`: a failing command must not
+# end the script before its result is printed.
+set +e
 
 COMMAND=${COMMAND:-}
 CONFIG=${CONFIG:-pipeline.yaml}
@@ -34,10 +37,11 @@ if [ -n "${COMMIT:-}" ] && [[ "$COMMAND" =~ ^(test|build|deploy|task|promote)$ ]
   argv+=(--commit "$COMMIT")
 fi
 if [ "$COMMAND" = test ]; then
-  if [ -n "${RUN:-}" ]; then argv+=("${extra[@]}" -- bash -c "$RUN")
-  else argv+=(-- "${extra[@]}"); fi
+  # ${a[@]+"${a[@]}"}: an empty array under set -u, in macOS's bash 3.2 too.
+  if [ -n "${RUN:-}" ]; then argv+=(${extra[@]+"${extra[@]}"} -- bash -c "$RUN")
+  else argv+=(-- ${extra[@]+"${extra[@]}"}); fi
 else
-  argv+=("${extra[@]}")
+  argv+=(${extra[@]+"${extra[@]}"})
 fi
 
 result=$("${PIPELINE_INSTALLED:-pipeline}" "${argv[@]}"); code=$?

@@ -22,7 +22,8 @@
 // build, with the error).
 // The binary: `binary` if given; else the release of VERSION for the
 // agent's OS and architecture (releaseUrl: where releases are), its SHA-256
-// checked before it runs (resources/pipeline/install.sh), cached on the
+// checked before it runs (resources/pipeline/install.sh, a copy of
+// integrations/install.sh: Jenkins refuses symlinks), cached on the
 // agent by version; built with cargo from `source` where no release exists
 // (install: auto, download, cargo or path).
 // Needs the Pipeline Utility Steps plugin (readJSON). See docs/ci.md.
@@ -66,7 +67,7 @@ def call(Map opts = [:]) {
         argv += extra
     }
 
-    String out = ".pipeline-${command}-${env.BUILD_NUMBER ?: '0'}.json"
+    String out = ".pipeline-${command}-${env.BUILD_NUMBER ?: '0'}-${UUID.randomUUID()}.json"
     int code = sh(script: argv.collect { shellQuote(it) }.join(' ') + " > ${shellQuote(out)}",
                   returnStatus: true)
     String text = readFile(out).trim()
@@ -81,16 +82,19 @@ def call(Map opts = [:]) {
 
 // Installs the binary with the library's install.sh; returns its path.
 private String install(Map opts) {
-    writeFile(file: '.pipeline-install.sh', text: libraryResource('pipeline/install.sh'))
+    // Names of its own: parallel branches may share the workspace.
+    String script = ".pipeline-install-${UUID.randomUUID()}.sh"
+    String found = "${script}.out"
+    writeFile(file: script, text: libraryResource('pipeline/install.sh'))
     List<String> vars = ["PIPELINE_VERSION=${VERSION}",
                          "PIPELINE_INSTALL=${opts.install ?: 'auto'}"]
     if (opts.releaseUrl) { vars << "PIPELINE_RELEASE_URL=${opts.releaseUrl}" }
     if (opts.source) { vars << "PIPELINE_SOURCE=${opts.source}" }
     // Its exit code fails the step (a checksum that does not match: 3);
     // the path is the last line it prints.
-    withEnv(vars) { sh(script: 'bash .pipeline-install.sh > .pipeline-bin') }
-    String bin = readFile('.pipeline-bin').trim().readLines().last()
-    sh(script: 'rm -f .pipeline-install.sh .pipeline-bin')
+    withEnv(vars) { sh(script: "bash ${shellQuote(script)} > ${shellQuote(found)}") }
+    String bin = readFile(found).trim().readLines().last()
+    sh(script: "rm -f ${shellQuote(script)} ${shellQuote(found)}")
     return bin
 }
 

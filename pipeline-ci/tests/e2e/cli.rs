@@ -16,6 +16,15 @@ async fn help_makes_no_aws_call() {
         let run = env.pipeline(args).await;
         assert_eq!(run.code, 0, "{run:#?}");
         assert!(!run.stdout.is_empty());
+        if args == ["--version"] {
+            // The version and the commit it was built from.
+            assert!(
+                run.stdout
+                    .starts_with(&format!("pipeline {} (commit ", env!("CARGO_PKG_VERSION"))),
+                "{}",
+                run.stdout
+            );
+        }
     }
     assert!(env.moto.calls().is_empty(), "{:?}", env.moto.calls());
 }

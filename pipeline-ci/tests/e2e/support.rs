@@ -201,8 +201,7 @@ build:
         extra_env: &[(&str, &str)],
         aws: bool,
     ) -> Run {
-        let mut child = self.command(args, extra_env);
-
+        let mut child = self.command_of(bin, args, extra_env);
         if !aws {
             child
                 .env_remove("AWS_ACCESS_KEY_ID")

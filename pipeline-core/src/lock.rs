@@ -125,9 +125,15 @@ pub struct Lock {
     key: String,
     heartbeat: JoinHandle<()>,
     run: String,
+    /// How long a release keeps trying through failed calls (a throttled
+    /// or failing S3) before it leaves the lock to expire.
+    patience: Duration,
     /// The expired holder this run took the lock over from, if any.
     pub took_over: Option<Holder>,
 }
+
+/// The longest a release retries; shorter for a lock that expires sooner.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -383,34 +389,56 @@ impl Lock {
             key,
             heartbeat,
             run,
+            patience: plan.ttl.min(RELEASE_PATIENCE),
             took_over,
         }
     }
 
     /// Stops the heartbeat and deletes the lock if it is still ours (its
     /// holder is this run: a heartbeat cut short may have renewed it without
-    /// this run seeing the new ETag). Never fails: a lock left behind
-    /// expires by itself.
+    /// this run seeing the new ETag). A failed read or delete (S3
+    /// throttling, a 500) is tried again, backing off from 250 ms to 4 s,
+    /// for up to 30 s (or the lock's ttl, if shorter), so a storm of
+    /// errors does not leave the lock for the next run to wait out. Never
+    /// fails: a lock left behind expires by itself.
     pub async fn release(mut self) {
         self.heartbeat.abort();
         // Wait until the heartbeat is gone, so no renewal lands after this.
         let _ = (&mut self.heartbeat).await;
         let ours = |body: &[u8]| Holder::from_body(body).is_some_and(|h| h.run == self.run);
-        match self.store.get(&self.key).await {
-            Ok(Some(current)) if ours(&current.body) => {
-                if let Err(e) = self.store.delete(&self.key).await {
+        let give_up = Instant::now() + self.patience;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let tried = match self.store.get(&self.key).await {
+                Ok(Some(current)) if ours(&current.body) => self
+                    .store
+                    .delete(&self.key)
+                    .await
+                    .map_err(|e| format!("could not release the lock {}: {e}", self.key)),
+                Ok(Some(_)) => {
                     tracing::warn!(
-                        "could not release the lock {}: {e}; it expires by itself",
+                        "the lock {} was taken over while this run held it; leaving it to its new holder",
                         self.key
                     );
+                    Ok(())
                 }
+                Ok(None) => {
+                    tracing::warn!("the lock {} was removed while this run held it", self.key);
+                    Ok(())
+                }
+                Err(e) => Err(format!(
+                    "could not read the lock {} to release it: {e}",
+                    self.key
+                )),
+            };
+            let Err(why) = tried else { return };
+            if Instant::now() + backoff > give_up {
+                tracing::warn!("{why}; it expires by itself");
+                return;
             }
-            Ok(Some(_)) => tracing::warn!(
-                "the lock {} was taken over while this run held it; leaving it to its new holder",
-                self.key
-            ),
-            Ok(None) => tracing::warn!("the lock {} was removed while this run held it", self.key),
-            Err(e) => tracing::warn!("could not read the lock {} to release it: {e}", self.key),
+            tracing::warn!("{why}; trying again in {} ms", backoff.as_millis());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
         }
     }
 }

@@ -263,3 +263,61 @@ async fn an_older_or_dead_queue_entry_does_not_supersede() {
         .unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
 }
+
+/// A release whose calls fail (a throttled S3) tries again with backoff
+/// and deletes the lock once a call goes through.
+#[tokio::test(start_paused = true)]
+async fn a_release_retries_through_failing_calls() {
+    let mut store = store_holding(None);
+    store
+        .expect_get()
+        .returning(|_| Ok(Some(stored(&holder("me", now_ms() + 1000), "e-new"))));
+    let deletes = Arc::new(Mutex::new(0));
+    let d = deletes.clone();
+    store.expect_delete().returning(move |_| {
+        let mut n = d.lock().unwrap();
+        *n += 1;
+        if *n <= 2 {
+            Err(Error::Aws {
+                operation: "DeleteObject",
+                resource: "s3://state/locks/shop/staging".into(),
+                code: "SlowDown".into(),
+                message: "Please reduce your request rate.".into(),
+            })
+        } else {
+            Ok(())
+        }
+    });
+    let lock = claim(store, Duration::ZERO).await.unwrap();
+    let started = Instant::now();
+    lock.release().await;
+    assert_eq!(*deletes.lock().unwrap(), 3);
+    // 250 ms, then 500 ms, of backoff.
+    assert_eq!(started.elapsed(), Duration::from_millis(750));
+}
+
+/// A release that keeps failing gives up within its patience, leaving the
+/// lock to expire.
+#[tokio::test(start_paused = true)]
+async fn a_release_that_keeps_failing_gives_up_within_30s() {
+    let mut store = store_holding(None);
+    let reads = Arc::new(Mutex::new(0));
+    let r = reads.clone();
+    store.expect_get().returning(move |_| {
+        *r.lock().unwrap() += 1;
+        Err(Error::Aws {
+            operation: "GetObject",
+            resource: "s3://state/locks/shop/staging".into(),
+            code: "InternalError".into(),
+            message: "We encountered an internal error.".into(),
+        })
+    });
+    let lock = claim(store, Duration::ZERO).await.unwrap();
+    let started = Instant::now();
+    lock.release().await;
+    let waited = started.elapsed();
+    assert!(waited <= Duration::from_secs(30), "{waited:?}");
+    assert!(waited >= Duration::from_secs(20), "{waited:?}");
+    // 250 ms, 500 ms, 1 s, 2 s, then 4 s at a time.
+    assert!(*reads.lock().unwrap() >= 8, "{}", *reads.lock().unwrap());
+}

@@ -302,6 +302,10 @@ def jenkins():
         fail(f"pipelineStep.groovy: VERSION {pinned} is not the workspace's {version()}")
     home = tempfile.mkdtemp(prefix="pipeline-jenkins-", dir=os.environ.get("PIPELINE_HOMES"))
     script = read("integrations/jenkins/resources/pipeline/install.sh")
+    target = subprocess.run(["bash", "-c", script, "install.sh", "--target"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    # Where the step's install leaves the binary (the path it prints last).
+    cached = os.path.join(home, ".cache/pipeline-bin", pinned, target, "pipeline")
     if script != read("integrations/install.sh"):
         fail("jenkins resources/pipeline/install.sh is not integrations/install.sh: run integrations/sync_copies.py")
     found = 0
@@ -316,9 +320,7 @@ def jenkins():
         # Each call installs (the first downloads, the others hit the cache).
         if not install(where, script, {"PIPELINE_VERSION": pinned, "PIPELINE_INSTALL": "auto"}, home):
             continue
-        installed(where, os.path.join(home, ".cache/pipeline-bin", pinned,
-                                      subprocess.run(["bash", os.path.join(ROOT, "integrations/install.sh"), "--target"],
-                                                     capture_output=True, text=True).stdout.strip(), "pipeline"))
+        installed(where, cached)
         argv = ["pipeline", "--config", opts.get("config", "pipeline.yaml"), "--output", "json", cmd]
         if cmd == "deploy":
             argv += ["--slot", opts["slot"]] if opts.get("slot") else ["--env", opts["env"]]

@@ -304,28 +304,24 @@ impl<'a> StageRun<'a> {
                 };
                 (self.event(kind, d.ami, None), entry)
             }
-            // The release went wrong and was put back by itself: the
-            // ledger and the webhooks say so, with the reason.
-            Err(err @ Error::RolledBack { from, .. }) => {
-                // A promote learns its slot only on the way.
-                self.env.get_or_insert_with(|| from.clone());
-                let text = err.to_string();
-                let mut entry = self.entry(Outcome::RolledBack, Some(text.clone()));
-                entry.watch = Some(text.clone());
-                (self.event(EventKind::RolledBack, None, Some(text)), entry)
-            }
-            Err(err @ Error::WatchFailed { .. }) => {
-                let text = err.to_string();
-                let mut entry = self.entry(Outcome::Failed, Some(text.clone()));
-                entry.watch = Some(text.clone());
-                (self.event(EventKind::Failed, None, Some(text)), entry)
-            }
             Err(err) => {
+                // The release went wrong and was put back by itself: the
+                // ledger and the webhooks say so, with the reason.
+                let (outcome, kind) = match err {
+                    Error::RolledBack { from, .. } => {
+                        // A promote learns its slot only on the way.
+                        self.env.get_or_insert_with(|| from.clone());
+                        (Outcome::RolledBack, EventKind::RolledBack)
+                    }
+                    _ => (Outcome::Failed, EventKind::Failed),
+                };
                 let text = err.to_string();
-                (
-                    self.event(EventKind::Failed, None, Some(text.clone())),
-                    self.entry(Outcome::Failed, Some(text)),
-                )
+                let mut entry = self.entry(outcome, Some(text.clone()));
+                // The watch's verdict, when the watch ended the run.
+                if matches!(err, Error::RolledBack { .. } | Error::WatchFailed { .. }) {
+                    entry.watch = Some(text.clone());
+                }
+                (self.event(kind, None, Some(text)), entry)
             }
         };
         let recorded = self.record(&entry).await;

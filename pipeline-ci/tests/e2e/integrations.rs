@@ -104,12 +104,7 @@ fn validated() -> &'static Validated {
 
 /// The SHA-256 of a file, in hex.
 fn sha256_of(path: &std::path::Path) -> String {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).unwrap();
-    sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    pipeline_core::artifact::digest_file(path).unwrap()
 }
 
 #[test]

@@ -97,6 +97,18 @@ async fn alarm(s: &Slots) -> aws_sdk_cloudwatch::Client {
     cloudwatch
 }
 
+/// Sets the team's alarm `shop-errors` to ALARM.
+async fn fire(cloudwatch: &aws_sdk_cloudwatch::Client) {
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("shop-errors")
+        .state_value(StateValue::Alarm)
+        .state_reason("5xx over 10")
+        .send()
+        .await
+        .unwrap();
+}
+
 const ANALYSIS: &str = "  watch:
     analysis: { max_5xx_ratio: 1%, max_latency_increase: 50%, min_requests: 10 }
     interval: 200ms
@@ -229,14 +241,7 @@ async fn an_alarm_in_the_window_after_a_one_shot_flip_rolls_back() {
         record(&s).await == Some(("CNAME".into(), p2.clone()))
     })
     .await;
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("shop-errors")
-        .state_value(StateValue::Alarm)
-        .state_reason("5xx over 10")
-        .send()
-        .await
-        .unwrap();
+    fire(&cloudwatch).await;
     let run = run.wait().await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(
@@ -288,14 +293,7 @@ async fn pipeline_watch_after_a_promote_rolls_back_on_an_alarm() {
 
     let run = s.env.spawn(&["watch", "--for", "5s"]);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("shop-errors")
-        .state_value(StateValue::Alarm)
-        .state_reason("5xx over 10")
-        .send()
-        .await
-        .unwrap();
+    fire(&cloudwatch).await;
     let run = run.wait().await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(
@@ -388,14 +386,7 @@ async fn an_alarm_during_healthy_for_fails_the_deploy_the_safe_way() {
     );
     env.write_config(&format!("{head}{watched}"));
     let cloudwatch = alarm(&s).await;
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("shop-errors")
-        .state_value(StateValue::Alarm)
-        .state_reason("5xx over 10")
-        .send()
-        .await
-        .unwrap();
+    fire(&cloudwatch).await;
 
     let run = env
         .pipeline(&[

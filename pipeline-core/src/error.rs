@@ -279,6 +279,46 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether this is an AWS error that a later try may not meet: a
+    /// throttle, a fault on AWS's side, or a lost connection. The SDK has
+    /// already retried the call; a wait takes it as "not yet" and looks
+    /// again at its next check.
+    pub fn is_transient(&self) -> bool {
+        self.aws_code().is_some_and(is_transient_code)
+    }
+}
+
+/// The error codes AWS services answer when they throttle (each service
+/// spells it its own way) or fail on their side, and the codes
+/// [`crate::aws`] gives a call whose answer never came.
+pub const TRANSIENT_CODES: &[&str] = &[
+    // Throttling: EC2, most query services, S3, Route53, JSON services.
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    // Faults on AWS's side.
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Unavailable",
+    // No answer.
+    "NoConnection",
+    "RequestTimeout",
+    "BadResponse",
+];
+
+/// Whether `code` is one of [`TRANSIENT_CODES`].
+pub fn is_transient_code(code: &str) -> bool {
+    TRANSIENT_CODES.contains(&code)
 }
 
 /// The result type of pipeline-core.

@@ -1,7 +1,7 @@
 //! Bounded polling, and the interrupt that cuts a wait short.
 //!
 //! Every wait in the pipeline goes through [`until`]: it has a deadline, it
-//! polls at a fixed interval with one check per tick, it tells a watching
+//! polls at a fixed interval (the first few checks sooner) with one check per tick, it tells a watching
 //! human what it waits for and how far it got (`2/3 healthy, 41s of 10m`:
 //! a log line when it starts and every 30 s, and on a terminal a live line
 //! each check), it says what it was waiting for when it gives up, and Ctrl-C or SIGTERM ([`Interrupt`]) ends it
@@ -150,9 +150,21 @@ pub async fn pause(duration: Duration, interrupt: &Interrupt) -> Result<()> {
     }
 }
 
-/// Polls `check` every `poll.interval` until it reports [`Progress::Done`],
+/// The time before the check after check number `checks` (0 for the
+/// first): an eighth of `interval`, then a quarter, a half, and from the
+/// fourth on the whole. A change that comes at once (a small fleet, a
+/// record already in sync) is noticed in a fraction of the interval, and a
+/// long wait still polls once per interval: at the default 2 s, the checks
+/// come at 0, 0.25, 0.75, 1.75, 3.75 s, ...
+pub fn quick_start(interval: Duration, checks: u32) -> Duration {
+    interval / (1 << (3 - checks.min(3)))
+}
+
+/// Polls `check` every `poll.interval` (the first few sooner: [`quick_start`]) until it reports [`Progress::Done`],
 /// the deadline passes ([`Error::Timeout`] naming `what` and the last state
 /// seen), `check` errors, or `interrupt` fires ([`Error::Interrupted`]).
+/// A check that AWS throttled or failed ([`Error::is_transient`]) counts
+/// as "not yet": the wait looks again at its next tick, until its deadline.
 pub async fn until<T, F, Fut>(
     what: &str,
     poll: Poll,
@@ -166,11 +178,22 @@ where
     let started = Instant::now();
     let give_up = started + poll.deadline;
     let mut last_line = None;
+    let mut checks = 0u32;
     loop {
         interrupt.check()?;
-        let last_seen = match check().await? {
-            Progress::Done(value) => return Ok(value),
-            Progress::Pending(seen) => seen,
+        let last_seen = match check().await {
+            Ok(Progress::Done(value)) => return Ok(value),
+            Ok(Progress::Pending(seen)) => seen,
+            // The SDK already retried this call; a throttled or failed
+            // check is "not yet", and the next tick looks again.
+            Err(err) if err.is_transient() => {
+                tracing::debug!("{what}: a check failed ({err}); looking again");
+                format!(
+                    "AWS answered {} to the last check",
+                    err.aws_code().unwrap_or("an error")
+                )
+            }
+            Err(err) => return Err(err),
         };
         // Progress a watching human can follow: a line when the wait
         // starts and at least every PROGRESS_EVERY (a terminal's live line
@@ -194,7 +217,8 @@ where
                 last_seen,
             });
         }
-        let next = (now + poll.interval).min(give_up);
+        let next = (now + quick_start(poll.interval, checks)).min(give_up);
+        checks += 1;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {},
             _ = interrupt.fired_wait() => return Err(Error::Interrupted),
@@ -240,8 +264,10 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(start.elapsed(), Duration::from_secs(60));
-        // One check at 0s, 5s, ..., 60s: the deadline is checked, not overshot.
-        assert_eq!(calls.load(Ordering::SeqCst), 13);
+        // Checks at 0, 0.625, 1.875, 4.375 s (the quick start), then every
+        // 5 s from 9.375 to 59.375 s, and one at 60 s: the deadline is
+        // checked, not overshot.
+        assert_eq!(calls.load(Ordering::SeqCst), 16);
         assert!(matches!(err, Error::Timeout { ref last_seen, .. } if last_seen == "running"));
         assert!(err.to_string().contains("builder to stop"));
     }
@@ -259,6 +285,57 @@ mod tests {
         trigger.fire();
         let err = waiter.await.unwrap().unwrap_err();
         assert!(matches!(err, Error::Interrupted));
+    }
+
+    #[test]
+    fn the_first_checks_come_sooner() {
+        let two = Duration::from_secs(2);
+        let gaps: Vec<_> = (0..6).map(|n| quick_start(two, n)).collect();
+        assert_eq!(
+            gaps,
+            [250, 500, 1000, 2000, 2000, 2000].map(Duration::from_millis)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_check_is_not_yet() {
+        let calls = AtomicU32::new(0);
+        let got = until("thing", POLL, &Interrupt::never(), || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            match n {
+                0 | 1 => Err(Error::Aws {
+                    operation: "DescribeInstances",
+                    resource: "2 instance(s)".into(),
+                    code: if n == 0 {
+                        "RequestLimitExceeded"
+                    } else {
+                        "InternalError"
+                    }
+                    .into(),
+                    message: "slow down".into(),
+                }),
+                _ => Ok(Progress::Done(n)),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 2);
+
+        // A throttle that never ends still ends at the deadline, saying so.
+        let err = until("thing", POLL, &Interrupt::never(), || async {
+            Err::<Progress<()>, _>(Error::Aws {
+                operation: "DescribeTargetHealth",
+                resource: "tg".into(),
+                code: "Throttling".into(),
+                message: "Rate exceeded".into(),
+            })
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { ref last_seen, .. } if last_seen.contains("Throttling")),
+            "{err}"
+        );
     }
 
     #[tokio::test]

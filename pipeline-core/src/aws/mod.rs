@@ -26,16 +26,46 @@ pub use adapters::Adapters;
 use crate::config::LoadBalancer;
 use crate::ports::Balancer;
 
+/// How many times one AWS call is tried before its error reaches the stage:
+/// enough to ride out a throttling storm (each try backs off with jitter,
+/// doubling from [`RETRY_INITIAL_BACKOFF`] up to [`RETRY_MAX_BACKOFF`]),
+/// few enough that a dead endpoint fails a CI step in about a minute.
+pub const RETRY_ATTEMPTS: u32 = 10;
+
+/// The first retry's backoff ceiling; each later one doubles it.
+pub const RETRY_INITIAL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest one retry backs off.
+pub const RETRY_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The one `SdkConfig` every client is built from: the standard credential
 /// chain (env vars, profiles, SSO, web identity, instance role), `region`,
 /// and `AWS_ENDPOINT_URL` if set. Loading it makes no network call.
+///
+/// Every client retries a throttled or failed call the same way: the SDK's
+/// standard mode, [`RETRY_ATTEMPTS`] tries with jittered exponential
+/// backoff. `AWS_MAX_ATTEMPTS` or `AWS_RETRY_MODE` in the environment
+/// replace that budget, as for any AWS tool.
 pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()));
     if let Ok(name) = aws_config::AppName::new("pipeline") {
         loader = loader.app_name(name);
     }
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        && std::env::var_os("AWS_RETRY_MODE").is_none()
+    {
+        loader = loader.retry_config(retry_config());
+    }
     loader.load().await
+}
+
+/// The retry budget of [`sdk_config`].
+pub fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(RETRY_ATTEMPTS)
+        .with_initial_backoff(RETRY_INITIAL_BACKOFF)
+        .with_max_backoff(RETRY_MAX_BACKOFF)
 }
 
 /// The [`Balancer`] adapter for an environment's `load_balancer`.

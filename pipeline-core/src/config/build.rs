@@ -201,7 +201,7 @@ fn default_artifact_limit() -> u64 {
 }
 
 pub(super) fn default_poll_interval() -> Duration {
-    Duration::from_secs(5)
+    Duration::from_secs(2)
 }
 
 impl RawBuild {

@@ -442,9 +442,10 @@ async fn the_new_fleet_must_stay_healthy_for_healthy_for() {
         .await
         .unwrap();
     let health = out.phases.iter().find(|p| p.name == "health").unwrap();
-    // Health polls at 0 s (healthy), 5 s (sick: the clock resets),
-    // 10 s (healthy again), 15 s, 20 s, 25 s: held 15 s >= 12 s.
-    assert_eq!(health.duration, Duration::from_secs(25));
+    // Health polls (5 s, the first three sooner) at 0 s (healthy),
+    // 0.625 s (sick: the clock resets), 1.875 s (healthy again), 4.375 s,
+    // 9.375 s, 14.375 s: held 12.5 s >= 12 s.
+    assert_eq!(health.duration, Duration::from_millis(14_375));
 }
 
 /// An alarm that goes off during the `healthy_for` hold fails the deploy:
@@ -490,8 +491,9 @@ async fn an_alarm_during_healthy_for_fails_the_deploy_the_safe_way() {
         err.to_string().contains("alarm shop-5xx is in ALARM"),
         "{err}"
     );
-    // Caught at the second tick, not at the end of the hold.
-    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    // Caught at the second tick (an eighth of the 5 s interval: the quick
+    // start), not at the end of the hold.
+    assert_eq!(started.elapsed(), Duration::from_millis(625));
     assert_eq!(
         log_of(&log),
         [

@@ -290,6 +290,11 @@ impl<'a> Claim<'a> {
                 self.key, self.scope
             ))
         })?;
+        if holder.run == record.run {
+            // Our own write, whose answer was lost (the SDK's retry met the
+            // object the first try made): the lock is ours.
+            return Ok(Attempt::Held(self.hold(current.etag, record, None)));
+        }
         if !holder.expired(now_ms()) {
             return Ok(Attempt::Busy(holder));
         }
@@ -459,12 +464,22 @@ async fn heartbeat(
         let body = record.renewed(plan.ttl);
         match store.put_if(&key, &body, &etag).await {
             Ok(Written::Done(new)) => etag = new,
-            Ok(Written::Refused) => {
-                tracing::error!(
-                    "lost the lock {key}: another run took it over (this run's heartbeat was late)"
-                );
-                return;
-            }
+            Ok(Written::Refused) => match store.get(&key).await {
+                // The renewal landed but its answer was lost, and the SDK's
+                // retry met our own new ETag: the lock is still ours.
+                Ok(Some(now))
+                    if Holder::from_body(&now.body).is_some_and(|h| h.run == record.run) =>
+                {
+                    etag = now.etag;
+                }
+                Err(e) => tracing::warn!("could not read the lock {key} back: {e}; retrying"),
+                Ok(_) => {
+                    tracing::error!(
+                        "lost the lock {key}: another run took it over (this run's heartbeat was late)"
+                    );
+                    return;
+                }
+            },
             Err(e) => tracing::warn!("could not renew the lock {key}: {e}; retrying"),
         }
     }

@@ -63,15 +63,21 @@ async fn describe_images(
     region: &str,
     request: aws_sdk_ec2::operation::describe_images::builders::DescribeImagesFluentBuilder,
 ) -> Result<Vec<Image>> {
-    let out = request
-        .send()
-        .await
-        .map_err(sdk_error("DescribeImages", format!("images in {region}")))?;
-    Ok(out
-        .images()
-        .iter()
-        .map(|i| image_from_sdk(region, i))
-        .collect())
+    let mut found = Vec::new();
+    let mut token = None;
+    loop {
+        let out = request
+            .clone()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(sdk_error("DescribeImages", format!("images in {region}")))?;
+        found.extend(out.images().iter().map(|i| image_from_sdk(region, i)));
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(found);
+        }
+    }
 }
 
 fn filter(name: &str, value: &str) -> Filter {
@@ -273,8 +279,24 @@ impl Images for Ec2 {
             .map_err(sdk_error(
                 "CreateImage",
                 format!("builder {instance_id} in {region}"),
-            ))?;
-        Ok(out.image_id().unwrap_or_default().to_string())
+            ));
+        match out {
+            Ok(out) => Ok(out.image_id().unwrap_or_default().to_string()),
+            // CreateImage takes no idempotency token: when its answer is
+            // lost and the SDK tries again, AWS refuses the name the first
+            // try took. The image of that name carrying this bake's tags is
+            // the first try's.
+            Err(err) if err.aws_code() == Some("InvalidAMIName.Duplicate") => {
+                match self.image_named(region, name, tags).await? {
+                    Some(id) => {
+                        tracing::debug!("CreateImage's first answer was lost; it made {id}");
+                        Ok(id)
+                    }
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn copy_image(
@@ -482,6 +504,21 @@ impl Instances for Ec2 {
 }
 
 impl Ec2 {
+    /// The id of this account's image named `name` in `region` whose tags
+    /// include all of `tags`, if there is one.
+    async fn image_named(&self, region: &str, name: &str, tags: &Tags) -> Result<Option<String>> {
+        let request = self
+            .client(region)
+            .describe_images()
+            .owners("self")
+            .filters(filter("name", name));
+        Ok(describe_images(region, request)
+            .await?
+            .into_iter()
+            .find(|image| tags.iter().all(|(k, v)| image.tags.get(k) == Some(v)))
+            .map(|image| image.id))
+    }
+
     /// The instances of `app` in the home region that match `filters` too
     /// and are not terminated: one DescribeInstances (and its pages).
     async fn instances_of<const N: usize>(

@@ -69,20 +69,44 @@ fn record_set(record: &Record) -> Result<ResourceRecordSet> {
 impl Dns for Route53 {
     async fn records(&self, zone: &str, name: &str) -> Result<Vec<Record>> {
         let wanted = fqdn(name).to_ascii_lowercase();
-        let out = self
-            .client
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .start_record_name(fqdn(name))
-            .max_items(20)
-            .send()
-            .await
-            .map_err(sdk_error(
-                "ListResourceRecordSets",
-                format!("{name} in hosted zone {zone}"),
-            ))?;
+        // The zone's records come sorted by name, starting at ours; the
+        // pages go on while the next one still starts at our name (a
+        // weighted record has one set per identifier).
+        let mut sets = Vec::new();
+        let mut next: Option<(String, Option<RrType>, Option<String>)> = None;
+        loop {
+            let (start, kind, identifier) = match next.take() {
+                Some((start, kind, identifier)) => (start, kind, identifier),
+                None => (fqdn(name), None, None),
+            };
+            let out = self
+                .client
+                .list_resource_record_sets()
+                .hosted_zone_id(zone)
+                .start_record_name(start)
+                .set_start_record_type(kind)
+                .set_start_record_identifier(identifier)
+                .max_items(20)
+                .send()
+                .await
+                .map_err(sdk_error(
+                    "ListResourceRecordSets",
+                    format!("{name} in hosted zone {zone}"),
+                ))?;
+            sets.extend(out.resource_record_sets().iter().cloned());
+            match out.next_record_name() {
+                Some(more) if out.is_truncated() && fqdn(more).to_ascii_lowercase() == wanted => {
+                    next = Some((
+                        more.to_string(),
+                        out.next_record_type().cloned(),
+                        out.next_record_identifier().map(str::to_string),
+                    ));
+                }
+                _ => break,
+            }
+        }
         let mut found = Vec::new();
-        for set in out.resource_record_sets() {
+        for set in &sets {
             if fqdn(set.name()).to_ascii_lowercase() != wanted {
                 continue;
             }

@@ -321,3 +321,49 @@ async fn a_release_that_keeps_failing_gives_up_within_30s() {
     // 250 ms, 500 ms, 1 s, 2 s, then 4 s at a time.
     assert!(*reads.lock().unwrap() >= 8, "{}", *reads.lock().unwrap());
 }
+
+/// A PutObject that created the lock but whose answer was lost: the SDK's
+/// retry meets `412` on the object the first try wrote, and the run takes
+/// its own lock instead of waiting for itself.
+#[tokio::test(start_paused = true)]
+async fn a_lock_whose_answer_was_lost_is_ours() {
+    let mut store = store_holding(Some(holder("me", now_ms() + 60_000)));
+    store.expect_delete().times(1).returning(|_| Ok(()));
+    let started = Instant::now();
+    let lock = claim(store, Duration::from_secs(600)).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert!(lock.took_over.is_none());
+    lock.release().await;
+}
+
+/// A heartbeat whose renewal landed but whose answer was lost: its retry is
+/// refused (the ETag moved), the lock read back is still this run's, and
+/// the next renewal writes over the ETag read.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_whose_answer_was_lost_keeps_the_lock() {
+    let mut store = MockStateStore::new();
+    store
+        .expect_put_new()
+        .returning(|_, _| Ok(Written::Done("e-1".into())));
+    let renewals = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = renewals.clone();
+    store.expect_put_if().returning(move |_, _, etag| {
+        let mut seen = seen.lock().unwrap();
+        seen.push(etag.to_string());
+        // The first renewal's answer is lost: S3 holds e-2, the retry is refused.
+        Ok(if seen.len() == 1 {
+            Written::Refused
+        } else {
+            Written::Done(format!("e-{}", seen.len() + 2))
+        })
+    });
+    store
+        .expect_get()
+        .returning(|_| Ok(Some(stored(&holder("me", now_ms() + 60_000), "e-2"))));
+    store.expect_delete().returning(|_| Ok(()));
+    let lock = claim(store, Duration::ZERO).await.unwrap();
+    // Three heartbeats (every ttl / 4 = 15 s).
+    tokio::time::sleep(Duration::from_secs(46)).await;
+    assert_eq!(*renewals.lock().unwrap(), ["e-1", "e-2", "e-4"]);
+    lock.release().await;
+}

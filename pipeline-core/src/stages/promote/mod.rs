@@ -699,6 +699,23 @@ fn check_record_type(plan: &PromotePlan, live: &Live) -> Result<()> {
     Ok(())
 }
 
+/// Whether `found` points where `new` does: the same hosts (any case,
+/// with or without the final dot) with the same weights.
+fn same_targets(found: &[Record], new: &[Record]) -> bool {
+    let key = |records: &[Record]| {
+        let mut keys: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let host = r.target.host().trim_end_matches('.').to_ascii_lowercase();
+                (host, r.weighted.clone())
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    !new.is_empty() && key(found) == key(new)
+}
+
 /// Replaces `old` with `new` in one batch and waits until it is in sync.
 async fn change(
     plan: &PromotePlan,
@@ -707,23 +724,32 @@ async fn change(
     new: &[Record],
     interrupt: &Interrupt,
 ) -> Result<String> {
-    let change_id = ports
-        .dns
-        .replace(&plan.zone, old, new)
-        .await
-        .map_err(|e| match e {
-            Error::Aws { code, message, .. }
-                if code.starts_with("InvalidChangeBatch") || code == "InvalidInput" =>
-            {
-                Error::GuardFailed {
+    let change_id = match ports.dns.replace(&plan.zone, old, new).await {
+        Ok(id) => id,
+        Err(Error::Aws { code, message, .. })
+            if code.starts_with("InvalidChangeBatch") || code == "InvalidInput" =>
+        {
+            // A batch whose answer was lost was applied, and the SDK's
+            // retry met its own DELETE gone: the record already is `new`.
+            // A second, same-valued batch gives a change to wait on (Route53
+            // syncs a zone's changes in order).
+            let now = ports.dns.records(&plan.zone, &plan.record).await?;
+            if !same_targets(&now, new) {
+                return Err(Error::GuardFailed {
                     reason: format!(
                         "Route53 rejected the change to {} ({code}: {message}); if someone changed the record since it was read, run again; nothing was overwritten",
                         plan.record
                     ),
-                }
+                });
             }
-            other => other,
-        })?;
+            tracing::debug!(
+                "the change to {} landed but its answer was lost",
+                plan.record
+            );
+            ports.dns.replace(&plan.zone, &now, new).await?
+        }
+        Err(other) => return Err(other),
+    };
     let what = format!("Route53 change {change_id} to be in sync");
     wait::until(&what, plan.poll, interrupt, || async {
         Ok(if ports.dns.in_sync(&change_id).await? {

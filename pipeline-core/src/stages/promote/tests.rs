@@ -262,6 +262,58 @@ async fn a_record_changed_by_someone_else_is_not_overwritten() {
     assert!(err.to_string().contains("nothing was overwritten"), "{err}");
 }
 
+/// A flip whose answer was lost: the batch landed, the SDK's retry met its
+/// own DELETE gone. The record already points at the new slot, so the
+/// promote completes, waiting on a same-valued change it makes.
+#[tokio::test(start_paused = true)]
+async fn a_flip_whose_answer_was_lost_completes() {
+    let (b1, b2) = (balancer("prod1", 2), balancer("prod2", 2));
+    let instances = instances(SHA);
+    let mut dns = MockDns::new();
+    let reads = Arc::new(Mutex::new(0));
+    dns.expect_records().returning(move |_, _| {
+        let mut n = reads.lock().unwrap();
+        *n += 1;
+        // prod1 when promote reads it; prod2 once the lost batch landed.
+        Ok(vec![cname(if *n == 1 { "prod1" } else { "prod2" })])
+    });
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = batches.clone();
+    dns.expect_replace().returning(move |_, old, new| {
+        let mut seen = seen.lock().unwrap();
+        seen.push(format!("{} -> {}", describe(old), describe(new)));
+        if seen.len() == 1 {
+            Err(Error::Aws {
+                operation: "ChangeResourceRecordSets",
+                resource: "hosted zone Z1".into(),
+                code: "InvalidChangeBatch".into(),
+                message: "Tried to delete resource record set but it was not found".into(),
+            })
+        } else {
+            Ok("C2".into())
+        }
+    });
+    dns.expect_in_sync()
+        .withf(|id| id == "C2")
+        .returning(|_| Ok(true));
+    let ports = PromotePorts {
+        instances: &instances,
+        dns: &dns,
+        balancers: [&b1, &b2],
+        metrics: &NO_METRICS,
+    };
+    let flip = promote_sha(&plan(), &ports, None).await.unwrap();
+    assert_eq!(flip.to, "prod2");
+    assert!(flip.changed);
+    assert_eq!(
+        *batches.lock().unwrap(),
+        [
+            "prod1-lb.elb.amazonaws.com -> prod2-lb.elb.amazonaws.com",
+            "prod2-lb.elb.amazonaws.com -> prod2-lb.elb.amazonaws.com"
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn rollback_points_back_at_the_other_slot() {
     let log = Arc::new(Mutex::new(Vec::new()));

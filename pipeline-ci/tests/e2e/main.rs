@@ -14,6 +14,8 @@
 //! - `embedded`: the embedded example gets the test gate, the lock and the ledger.
 //! - `promote`: the blue/green flip, rollback, the traffic guard, status.
 //! - `safety`: lock and queue, ledger and test gate, crash recovery, gc, dashboard.
+//! - `storm`: the release train through the realistic proxy (AWS's clock,
+//!   throttles and faults) ends as a calm one.
 //! - `watch`: promote's CloudWatch watch rolls a bad release back by itself.
 //! - `tasks`: release tasks before traffic, by hand, and failing.
 //! - `notify`: webhook events to a local receiver, one of them down.
@@ -33,6 +35,7 @@ mod notify;
 mod progress;
 mod promote;
 mod safety;
+mod storm;
 mod support;
 mod tasks;
 mod watch;

@@ -50,15 +50,24 @@ pub(crate) async fn slots(record_type: &str) -> Slots {
 
 /// What the record points at, through ListResourceRecordSets: (type, host).
 pub(crate) async fn record(s: &Slots) -> Option<(String, String)> {
-    let out = aws_sdk_route53::Client::new(&s.env.sdk)
+    record_in(&s.env.sdk, &s.zone, RECORD).await
+}
+
+/// What `name` in `zone` points at: (type, host, lowercase, no final dot).
+pub(crate) async fn record_in(
+    sdk: &aws_config::SdkConfig,
+    zone: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let out = aws_sdk_route53::Client::new(sdk)
         .list_resource_record_sets()
-        .hosted_zone_id(&s.zone)
+        .hosted_zone_id(zone)
         .send()
         .await
         .unwrap();
     out.resource_record_sets()
         .iter()
-        .find(|r| r.name().trim_end_matches('.') == RECORD)
+        .find(|r| r.name().trim_end_matches('.') == name)
         .map(|r| {
             let host = match r.alias_target() {
                 Some(alias) => alias.dns_name().to_string(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::Filter;
-use pipeline_fixtures::{Balancers, Call, Moto, World};
+use pipeline_fixtures::{Balancers, Call, Moto, Realistic, World};
 
 /// A commit SHA for tests.
 pub const SHA: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -21,6 +21,9 @@ pub struct Env {
     pub sdk: SdkConfig,
     pub world: World,
     pub ec2: aws_sdk_ec2::Client,
+    /// AWS as it is, in front of moto: when set, the binary talks to it
+    /// (the test's own checks still go to moto).
+    pub aws: Option<Realistic>,
     dir: PathBuf,
 }
 
@@ -61,8 +64,16 @@ impl Env {
             sdk,
             world,
             ec2,
+            aws: None,
             dir,
         }
+    }
+
+    /// From now on the binary meets AWS as it is: the realistic proxy in
+    /// front of moto, with `settings` (see `fixtures/moto/realistic.py`).
+    pub fn meet_aws(&mut self, settings: serde_json::Value) -> &Realistic {
+        let proxy = Realistic::start(&self.moto, &settings).expect("the realistic proxy starts");
+        self.aws.insert(proxy)
     }
 
     /// A config for the seeded world; `build_extra` lines are appended to
@@ -274,7 +285,10 @@ build:
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             // The OS user, as on a workstation: the ledger's actor.
             .env("USER", "e2e")
-            .envs(self.moto.env())
+            .envs(match &self.aws {
+                Some(aws) => aws.env(),
+                None => self.moto.env(),
+            })
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

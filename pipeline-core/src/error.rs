@@ -80,6 +80,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// A deploy in batches (`max_surge`) stopped part-way: the batches
+    /// already swapped in serve beside the old instances not yet taken
+    /// out; what the batch in progress launched was removed. Re-running
+    /// the deploy finishes it.
+    #[error(
+        "deploy to {env} stopped in batch {batch}/{batches}: {cause}. {env} now serves {new} instance(s) of the new release and {old} of the old one{}; re-run the deploy to finish it (it replaces every serving instance)",
+        undone_text(*batch, *undone)
+    )]
+    PartlyDeployed {
+        /// The environment, half on the new release.
+        env: String,
+        /// The batch that failed, counted from 1.
+        batch: u32,
+        /// How many batches the deploy had.
+        batches: u32,
+        /// How many new instances serve (the batches before `batch`).
+        new: usize,
+        /// How many old instances still serve.
+        old: usize,
+        /// How many new instances of the failed batch were removed.
+        undone: usize,
+        /// What stopped the batch.
+        cause: Box<Error>,
+    },
+
     /// Promote or rollback refused to move traffic: the target slot is not
     /// ready, or the record changed under it. Nothing was changed.
     #[error("not promoted: {reason}")]
@@ -211,6 +236,7 @@ impl Error {
             Error::BakeFailed { .. } => "bake_failed",
             Error::NotBuilt { .. } => "never_built",
             Error::DeployFailed { .. } => "deploy_failed",
+            Error::PartlyDeployed { .. } => "partly_deployed",
             Error::GuardFailed { .. } => "guard_refused",
             Error::RolledBack { .. } => "rolled_back",
             Error::WatchFailed { .. } => "watch_failed",
@@ -253,6 +279,7 @@ impl Error {
             | Error::BakeFailed { .. }
             | Error::NotBuilt { .. }
             | Error::DeployFailed { .. }
+            | Error::PartlyDeployed { .. }
             | Error::GuardFailed { .. }
             | Error::RolledBack { .. }
             | Error::WatchFailed { .. }
@@ -321,6 +348,15 @@ pub fn is_transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)
 }
 
+/// What [`Error::PartlyDeployed`] says of the failed batch's instances.
+fn undone_text(batch: u32, undone: usize) -> String {
+    if undone == 0 {
+        String::new()
+    } else {
+        format!(" (batch {batch}'s {undone} new instance(s) were removed)")
+    }
+}
+
 /// The result type of pipeline-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -364,6 +400,19 @@ mod tests {
             (
                 Error::DeployFailed { reason: "x".into() },
                 "deploy_failed",
+                1,
+            ),
+            (
+                Error::PartlyDeployed {
+                    env: "prod".into(),
+                    batch: 2,
+                    batches: 3,
+                    new: 2,
+                    old: 3,
+                    undone: 2,
+                    cause: Box::new(Error::Interrupted),
+                },
+                "partly_deployed",
                 1,
             ),
             (

@@ -13,6 +13,7 @@ use super::build::default_poll_interval;
 use super::check::{self, Checked};
 use super::duration::{DurationText, duration};
 use super::shape::{InstanceShape, RawMetadata, RawRootVolume, RawShape, default_instance_type};
+use super::surge::{RawSurge, SurgeText, max_surge};
 
 /// An environment as written.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -61,6 +62,14 @@ pub(super) struct RawEnvironment {
     secrets: BTreeMap<String, String>,
     /// The load balancer the instances serve behind.
     load_balancer: LoadBalancer,
+    /// At most this many new instances beside the old fleet at once (a
+    /// number, or a percentage of count, rounded up): the new fleet comes
+    /// up in batches, each swapped in for as many old instances before the
+    /// next launches. Left out: the whole new fleet at once (blue/green).
+    /// Subnet placement only.
+    #[serde(default, deserialize_with = "max_surge")]
+    #[schemars(with = "Option<SurgeText>")]
+    max_surge: Option<RawSurge>,
     /// How long new instances may take to be running and healthy in the balancer.
     #[serde(default = "default_health_timeout", deserialize_with = "duration")]
     #[schemars(with = "DurationText")]
@@ -107,6 +116,10 @@ pub struct EnvironmentConfig {
     pub secrets: BTreeMap<String, SecretRef>,
     /// Where the traffic comes from; what "healthy" means.
     pub load_balancer: LoadBalancer,
+    /// The most new instances a deploy runs beside the old fleet at once,
+    /// in instances (a percentage resolved against `count`): the account
+    /// may not hold two whole fleets. `None`: the whole new fleet at once.
+    pub max_surge: Option<u32>,
     /// How long a new fleet may take to run and be healthy before the
     /// deploy gives up on it.
     pub health_timeout: Duration,
@@ -344,6 +357,18 @@ impl RawEnvironment {
             },
         )?;
         check_balancer(&key("load_balancer"), &self.load_balancer)?;
+        let max_surge = match (self.max_surge, &placement) {
+            (None, _) => None,
+            (Some(_), Placement::Group { .. }) => {
+                return Err(format!(
+                    "{}: applies to subnet placement only (instances the pipeline launches over `subnets`); \
+                     an auto_scaling_group brings the whole new fleet up at once. Drop max_surge, or replace \
+                     the group's instances in smaller batches with the group's own instance refresh, outside the pipeline",
+                    key("max_surge")
+                ));
+            }
+            (Some(raw), Placement::Subnets(_)) => Some(raw.resolve(&key("max_surge"), self.count)?),
+        };
         if self.healthy_for >= self.health_timeout {
             return Err(format!(
                 "{}: must be shorter than health_timeout",
@@ -391,6 +416,7 @@ impl RawEnvironment {
             settings: self.settings,
             secrets,
             load_balancer: self.load_balancer,
+            max_surge,
             health_timeout: self.health_timeout,
             healthy_for: self.healthy_for,
             alarms: self.alarms,

@@ -16,6 +16,7 @@
 //! - `shape`: what an instance is made of ([`InstanceShape`]), shared by
 //!   the builder, environments and tasks.
 //! - `duration`: `90s`, `30m`, `1h30m`.
+//! - `surge`: an environment's `max_surge`, `50` or `25%`.
 //! - `check`: the value rules (names, regions, ids) the sections share.
 
 mod build;
@@ -27,6 +28,7 @@ mod promote;
 mod shape;
 mod size;
 mod state;
+mod surge;
 mod watch;
 
 use std::collections::BTreeMap;

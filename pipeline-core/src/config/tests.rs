@@ -273,3 +273,68 @@ fn a_bad_duration_is_reported_at_its_own_key_and_line() {
     assert!(m.contains("`{ classic: NAME }`"), "{m}");
     assert!(!m.contains("Raw"), "no Rust type names: {m}");
 }
+
+#[test]
+fn max_surge_is_a_number_or_a_share_of_count() {
+    let surge = |value: &str, count: u32| {
+        let text = GOOD.replace(
+            "    count: 2\n",
+            &format!("    count: {count}\n    max_surge: {value}\n"),
+        );
+        parse(&text).map(|c| c.environments["staging"].max_surge)
+    };
+    assert_eq!(parse(GOOD).unwrap().environments["staging"].max_surge, None);
+    assert_eq!(surge("50", 200).unwrap(), Some(50));
+    assert_eq!(surge("\"50\"", 200).unwrap(), Some(50));
+    // More than count is allowed: the whole fleet in one batch.
+    assert_eq!(surge("9", 2).unwrap(), Some(9));
+    // A percentage of count, rounded up, at least 1.
+    assert_eq!(surge("\"25%\"", 200).unwrap(), Some(50));
+    assert_eq!(surge("\"25%\"", 10).unwrap(), Some(3));
+    assert_eq!(surge("25%", 7).unwrap(), Some(2));
+    assert_eq!(surge("\"1%\"", 5).unwrap(), Some(1));
+    assert_eq!(surge("\"100%\"", 5).unwrap(), Some(5));
+
+    let err = |value: &str| surge(value, 4).unwrap_err().to_string();
+    let m = err("0");
+    assert!(
+        m.contains("environments.staging.max_surge: must be at least 1"),
+        "{m}"
+    );
+    let m = err("\"0%\"");
+    assert!(
+        m.contains("environments.staging.max_surge: 0% is not a share"),
+        "{m}"
+    );
+    let m = err("\"101%\"");
+    assert!(m.contains("101% is not a share of count"), "{m}");
+    for bad in ["-1", "\"lots\"", "\"2.5%\"", "1.5", "\"%\""] {
+        let m = err(bad);
+        assert!(
+            m.contains("environments.staging.max_surge") && m.contains("line 18"),
+            "{bad}: {m}"
+        );
+    }
+}
+
+#[test]
+fn max_surge_with_an_auto_scaling_group_is_refused() {
+    let text = GOOD.replace(
+        "    subnets: [subnet-0a1b2c, subnet-0d4e5f]\n",
+        "    auto_scaling_group: shop-staging\n    max_surge: 1\n",
+    );
+    let m = message(&text);
+    assert!(
+        m.contains("environments.staging.max_surge: applies to subnet placement only"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Drop max_surge") && m.contains("instance refresh"),
+        "{m}"
+    );
+    let schema = schema().to_string();
+    assert!(
+        schema.contains("max_surge") && schema.contains("MaxSurge"),
+        "{schema}"
+    );
+}

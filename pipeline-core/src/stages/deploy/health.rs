@@ -23,7 +23,7 @@ impl Swap<'_> {
     /// Waits until every one of `ids` runs; one that stops or terminates
     /// first fails the deploy.
     pub(super) async fn await_running(&self, ids: &[String], deadline: Instant) -> Result<()> {
-        let what = format!("{} new instance(s) to run", ids.len());
+        let what = format!("{}{} new instance(s) to run", self.label(), ids.len());
         wait::until(&what, self.poll_until(deadline), self.interrupt, || async {
             let statuses = self.instances.statuses(ids).await?;
             if let Some(dead) = statuses.iter().find(|s| s.state.is_down()) {
@@ -60,7 +60,8 @@ impl Swap<'_> {
         self.phase("register");
         self.await_healthy(ids, self.poll_until(deadline)).await?;
         tracing::info!(
-            "all {} new instance(s) healthy in {}",
+            "{}{} new instance(s) healthy in {}",
+            self.label(),
             ids.len(),
             self.balancer.name()
         );
@@ -72,7 +73,8 @@ impl Swap<'_> {
     /// for `healthy_for`; one health call per tick for the whole fleet.
     async fn await_healthy(&self, ids: &[String], poll: Poll) -> Result<()> {
         let what = format!(
-            "{} new instance(s) to be healthy in {} for {}s",
+            "{}{} new instance(s) to be healthy in {} for {}s",
+            self.label(),
             ids.len(),
             self.balancer.name(),
             self.plan.healthy_for.as_secs_f64()

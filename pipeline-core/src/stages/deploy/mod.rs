@@ -13,16 +13,42 @@
 //! pipeline launches itself over the environment's subnets, or an Auto
 //! Scaling group raised by N on a new launch template version.
 //!
+//! # Batches (`max_surge`)
+//! An account that cannot hold two whole fleets sets the environment's
+//! `max_surge` ([`DeployPlan::max_surge`], subnet placement only). The new
+//! fleet then comes up in batches of at most that many: each batch is
+//! launched, booted, registered and held healthy for `healthy_for` (its own
+//! `health_timeout` deadline, alarms checked as above), then as many old
+//! instances as it added are deregistered, drained and terminated (the
+//! last batch takes any old ones left), and only then does the next batch
+//! launch. So the environment never has fewer than `count` healthy
+//! instances serving (unless it had fewer to begin with), nor more than
+//! `count + max_surge` alive. Old instances the balancer reports unhealthy
+//! leave first. A failure in batch k removes that batch only: the batches
+//! before it stay serving beside the old instances left, and the error
+//! ([`Error::PartlyDeployed`]) counts both; a re-run treats every serving
+//! instance as old and replaces them all.
+//!
+//! # Capacity
+//! In launched mode a RunInstances that AWS answers
+//! `InsufficientInstanceCapacity` (no capacity of the type in that AZ) is
+//! tried again in the environment's other subnets, in order; a subnet that
+//! answered it is skipped for the rest of the deploy. If every subnet
+//! answered it, or the account's quota is reached (`InstanceLimitExceeded`,
+//! `VcpuLimitExceeded`), the deploy fails the safe way with a message that
+//! says what to change.
+//!
 //! The environment's release tasks ([`super::task`]) run on the way:
-//! `before_launch` ones first, `before_traffic` ones once the new fleet runs
-//! and before it is registered (in Auto Scaling mode, where the group
-//! registers what it launches, before the group is raised). A failed task
-//! fails the deploy the same safe way.
+//! `before_launch` ones first, `before_traffic` ones once the new fleet (in
+//! batches: the first batch) runs and before it is registered (in Auto
+//! Scaling mode, where the group registers what it launches, before the
+//! group is raised). A failed task fails the deploy the same safe way.
 //!
 //! # Layout
 //! - `swap`: the deploy as a list of named steps, and what they share.
 //! - `mode`: the two ways a new fleet comes up and the old one goes.
-//! - `launched`: instances the pipeline launches over the subnets.
+//! - `launched`: instances the pipeline launches over the subnets, in
+//!   batches with `max_surge`.
 //! - `group`: instances an Auto Scaling group launches.
 //! - `health`: the waits: running, healthy for `healthy_for`, drained.
 
@@ -54,10 +80,15 @@ pub struct DeployPlan {
     pub shape: InstanceShape,
     /// Who launches the new instances, and where.
     pub placement: Placement,
+    /// At most this many new instances beside the old fleet at once: the
+    /// new fleet comes up in batches of this size, for an account that
+    /// cannot hold two fleets (`None`: all at once; subnet placement only).
+    pub max_surge: Option<u32>,
     /// The environment's settings as user-data: what makes the one AMI
     /// run as this environment.
     pub user_data: String,
-    /// Polling until the new fleet runs and is healthy (one deadline for both).
+    /// Polling until the new fleet runs and is healthy (one deadline for
+    /// both; in batches, each batch's own).
     pub health_poll: Poll,
     /// How long the new fleet must stay healthy before the old one leaves.
     pub healthy_for: Duration,
@@ -82,6 +113,7 @@ impl DeployPlan {
             count: e.count,
             shape: e.shape.clone(),
             placement: e.placement.clone(),
+            max_surge: e.max_surge,
             user_data: super::settings::of_environment(config, env, e, true),
             health_poll: Poll {
                 interval: e.poll_interval,
@@ -99,8 +131,9 @@ impl DeployPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {
     /// `inspect`, `tasks`, `launch`, `boot`, `register`, `health`, `drain`
-    /// or `terminate`.
-    pub name: &'static str,
+    /// or `terminate`; in a deploy in batches, prefixed with the batch
+    /// (`batch 2/5 health`), so a reader sees how each batch went.
+    pub name: String,
     /// Its wall time.
     pub duration: Duration,
 }
@@ -178,7 +211,9 @@ impl Release<Built> {
 }
 
 /// Splits `count` instances over `subnets` as evenly as possible, the first
-/// subnets taking the remainder; subnets that get none are left out.
+/// subnets taking the remainder; subnets that get none are left out. (A
+/// deploy in batches deals its batches out in turn, so the whole fleet
+/// ends up spread the same way.)
 pub fn spread(count: u32, subnets: &[String]) -> Vec<(String, u32)> {
     let n = subnets.len() as u32;
     subnets

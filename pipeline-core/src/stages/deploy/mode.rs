@@ -27,7 +27,7 @@ impl<'a> Mode<'a> {
         auto_scaling: Option<&'a dyn AutoScaling>,
     ) -> Result<Mode<'a>> {
         match (&plan.placement, auto_scaling) {
-            (Placement::Subnets(subnets), _) => Ok(Mode::Launched(Launched::new(subnets))),
+            (Placement::Subnets(subnets), _) => Ok(Mode::Launched(Launched::new(plan, subnets))),
             (Placement::Group { name, .. }, Some(asg)) => {
                 Ok(Mode::Group(Group::inspect(asg, name).await?))
             }
@@ -49,7 +49,7 @@ impl<'a> Mode<'a> {
     /// The tasks that run before the new fleet is launched. A group
     /// registers what it launches, so its `before_traffic` tasks run
     /// before it is raised; [`Launched`] runs them between boot and
-    /// register.
+    /// register (of the first batch, in batches).
     pub(super) fn early_tasks(&self) -> &'static [TaskWhen] {
         match self {
             Mode::Launched(_) => &[TaskWhen::BeforeLaunch],
@@ -57,36 +57,30 @@ impl<'a> Mode<'a> {
         }
     }
 
-    /// Launches the new fleet and waits until it is healthy.
-    pub(super) async fn bring_up(
+    /// Brings the new fleet up and takes the old one (`old`) out. A
+    /// failure before the old fleet leaves removes the new instances and
+    /// puts back what the mode changed, best effort; the old fleet keeps
+    /// serving. (In batches, only the batch in progress is removed: see
+    /// [`Launched::replace`].)
+    pub(super) async fn replace(
         &mut self,
         swap: &mut Swap<'_>,
         release: &Release<Built>,
+        old: &[String],
     ) -> Result<()> {
         match self {
-            Mode::Launched(launched) => launched.bring_up(swap, release).await,
-            Mode::Group(group) => group.bring_up(swap, release).await,
-        }
-    }
-
-    /// After a failed bring-up: removes the new fleet and puts back what
-    /// the mode changed, best effort; the old fleet keeps serving.
-    pub(super) async fn undo(&mut self, swap: &Swap<'_>, cause: &Error) {
-        tracing::error!(
-            "deploy to {} failed: {cause}; removing the new instances, the old fleet keeps serving",
-            swap.plan.env
-        );
-        match self {
-            Mode::Launched(launched) => launched.undo(swap).await,
-            Mode::Group(group) => group.undo(swap).await,
-        }
-    }
-
-    /// Takes the old fleet out, once the new one is healthy.
-    pub(super) async fn retire(&mut self, swap: &mut Swap<'_>, old: &[String]) -> Result<()> {
-        match self {
-            Mode::Launched(_) => swap.remove_old_fleet(old).await,
-            Mode::Group(group) => group.retire(swap, old).await,
+            Mode::Launched(launched) => launched.replace(swap, release, old).await,
+            Mode::Group(group) => {
+                if let Err(err) = group.bring_up(swap, release).await {
+                    tracing::error!(
+                        "deploy to {} failed: {err}; removing the new instances, the old fleet keeps serving",
+                        swap.plan.env
+                    );
+                    group.undo(swap).await;
+                    return Err(err);
+                }
+                group.retire(swap, old).await
+            }
         }
     }
 

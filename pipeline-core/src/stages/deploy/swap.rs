@@ -21,6 +21,9 @@ pub(super) struct Swap<'a> {
     pub(super) balancer: &'a dyn Balancer,
     pub(super) metrics: Option<&'a dyn Metrics>,
     pub(super) interrupt: &'a Interrupt,
+    /// The batch in progress, in a deploy in batches: named in phases,
+    /// waits and logs, so a reader sees how far the deploy got.
+    pub(super) batch: Option<Batch>,
     run: &'a RunId,
     started: Instant,
     /// When the phase in progress began.
@@ -29,9 +32,26 @@ pub(super) struct Swap<'a> {
     tasks: Vec<TaskOutcome>,
 }
 
+/// One batch of a deploy in batches: `batch 2/5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Batch {
+    /// Counted from 1.
+    pub(super) number: u32,
+    /// How many batches the deploy has.
+    pub(super) of: u32,
+}
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch {}/{}", self.number, self.of)
+    }
+}
+
 /// Who serves before the deploy, as the inspection found.
 pub(super) struct Current {
-    /// The serving fleet: in the balancer (or the group).
+    /// The serving fleet: in the balancer (or the group); in launched
+    /// mode those the balancer reports unhealthy first, so a deploy in
+    /// batches takes them out first.
     pub(super) old: Vec<String>,
     /// Instances of this environment a killed run left outside the balancer.
     pub(super) leftovers: Vec<String>,
@@ -51,6 +71,7 @@ impl<'a> Swap<'a> {
             balancer: ports.balancer,
             metrics: ports.metrics,
             interrupt,
+            batch: None,
             run,
             started: now,
             phase_began: now,
@@ -74,11 +95,7 @@ impl<'a> Swap<'a> {
 
         self.run_tasks(mode.early_tasks(), &release).await?;
 
-        if let Err(err) = mode.bring_up(&mut self, &release).await {
-            mode.undo(&self, &err).await;
-            return Err(err);
-        }
-        mode.retire(&mut self, &current.old).await?;
+        mode.replace(&mut self, &release, &current.old).await?;
         Ok(self.outcome(release, mode.into_new_fleet(), current))
     }
 
@@ -99,13 +116,16 @@ impl<'a> Swap<'a> {
     async fn inspect(&self, mode: &Mode<'_>) -> Result<Current> {
         let plan = self.plan;
         let current = self.instances.app_instances(&plan.app, &plan.env).await?;
-        let mut serving: BTreeSet<String> = self
-            .balancer
-            .registered()
-            .await?
-            .into_iter()
+        let registered = self.balancer.registered().await?;
+        let unhealthy: BTreeSet<&String> = registered
+            .iter()
+            .filter(|h| !h.healthy)
+            .map(|h| &h.id)
+            .collect();
+        let mut serving: BTreeSet<String> = registered
+            .iter()
             .filter(|h| !h.state.starts_with("draining"))
-            .map(|h| h.id)
+            .map(|h| h.id.clone())
             .collect();
         let members = mode.members();
         serving.extend(members.into_iter().flatten().cloned());
@@ -114,7 +134,11 @@ impl<'a> Swap<'a> {
         Ok(Current {
             old: match members {
                 Some(members) => members.to_vec(),
-                None => old.into_iter().map(|i| i.id).collect(),
+                None => {
+                    let mut old: Vec<String> = old.into_iter().map(|i| i.id).collect();
+                    old.sort_by_key(|id| !unhealthy.contains(id));
+                    old
+                }
             },
             leftovers: leftovers.into_iter().map(|i| i.id).collect(),
         })
@@ -133,13 +157,24 @@ impl<'a> Swap<'a> {
         self.instances.terminate(leftovers).await
     }
 
-    /// Ends the phase in progress as `name`; the next one begins now.
+    /// Ends the phase in progress as `name` (prefixed with the batch in
+    /// progress, if any); the next one begins now.
     pub(super) fn phase(&mut self, name: &'static str) {
         let now = Instant::now();
         let duration = now - self.phase_began;
-        self.phases.push(Phase { name, duration });
+        let name = match self.batch {
+            Some(batch) => format!("{batch} {name}"),
+            None => name.to_string(),
+        };
         tracing::debug!("phase {name} took {:.1}s", duration.as_secs_f64());
+        self.phases.push(Phase { name, duration });
         self.phase_began = now;
+    }
+
+    /// `batch 2/5: ` in a deploy in batches, to start a log line or a
+    /// wait's description with; empty otherwise.
+    pub(super) fn label(&self) -> String {
+        self.batch.map(|b| format!("{b}: ")).unwrap_or_default()
     }
 
     /// The tags every new instance carries, at creation.
@@ -196,17 +231,35 @@ impl<'a> Swap<'a> {
         Ok(())
     }
 
-    /// Takes the old fleet out: deregistered, drained, terminated.
+    /// Takes the old fleet (or, in a deploy in batches, part of it) out:
+    /// deregistered, drained, terminated.
     pub(super) async fn remove_old_fleet(&mut self, old: &[String]) -> Result<()> {
         if old.is_empty() {
             return Ok(());
         }
+        self.deregister_old(old).await?;
+        self.drain_and_terminate(old).await
+    }
+
+    /// Takes `old` out of the balancer: from here they serve no more.
+    pub(super) async fn deregister_old(&self, old: &[String]) -> Result<()> {
         self.balancer.deregister(old).await?;
-        tracing::info!("deregistered the old fleet: {}", old.join(", "));
+        tracing::info!(
+            "{}deregistered {} old instance(s): {}",
+            self.label(),
+            old.len(),
+            old.join(", ")
+        );
+        Ok(())
+    }
+
+    /// Waits until `old`, deregistered, has drained (phase `drain`), and
+    /// terminates it (phase `terminate`).
+    pub(super) async fn drain_and_terminate(&mut self, old: &[String]) -> Result<()> {
         self.drain(old).await?;
         self.phase("drain");
         self.instances.terminate(old).await?;
-        tracing::info!("terminated the old fleet");
+        tracing::info!("{}terminated {} old instance(s)", self.label(), old.len());
         self.phase("terminate");
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Unit tests of the deploy stage's logic, through mocks of the ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -37,6 +37,7 @@ fn plan(count: u32) -> DeployPlan {
         count,
         shape: shape(),
         placement: Placement::Subnets(vec!["subnet-a".into(), "subnet-b".into()]),
+        max_surge: None,
         user_data: "#!/bin/sh\n".into(),
         health_poll: Poll {
             interval: Duration::from_secs(5),
@@ -268,7 +269,7 @@ async fn swaps_new_in_before_old_out() {
     assert_eq!(out.release.state().env, "staging");
     assert_eq!(out.removed, ["i-old1", "i-old2"]);
     assert!(out.cleaned.is_empty());
-    let phases: Vec<&str> = out.phases.iter().map(|p| p.name).collect();
+    let phases: Vec<&str> = out.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         phases,
         [
@@ -810,7 +811,7 @@ async fn tasks_run_in_order_before_launch_and_before_traffic() {
     );
     let ran: Vec<&str> = out.tasks.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(ran, ["backup", "migrate", "warm"]);
-    let phases: Vec<&str> = out.phases.iter().map(|p| p.name).collect();
+    let phases: Vec<&str> = out.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         phases,
         [
@@ -852,4 +853,592 @@ async fn a_failed_task_aborts_before_traffic_and_keeps_the_old_fleet() {
             "terminate i-new1,i-new2",
         ]
     );
+}
+
+/// An account in miniature for the deploys in batches: which instances
+/// are alive and registered, what each call did, and the extremes the
+/// deploy drove it to.
+struct World {
+    alive: BTreeSet<String>,
+    registered: Vec<String>,
+    log: Vec<String>,
+    launched: u32,
+    /// The most instances alive at once, and the fewest healthy ones
+    /// registered, over every change the deploy made.
+    most_alive: usize,
+    fewest_healthy: usize,
+    /// New instances the balancer never reports healthy.
+    unhealthy: BTreeSet<String>,
+    /// How many more instances a subnet's AZ has capacity for (absent:
+    /// no end); a launch beyond it is answered InsufficientInstanceCapacity.
+    capacity: BTreeMap<String, u32>,
+    /// The account's instance quota: a launch that would have more alive
+    /// is answered InstanceLimitExceeded.
+    limit: Option<usize>,
+    /// Calls so far of DescribeInstances (statuses) and of the
+    /// balancer's health (registered), and both at each app launch.
+    statuses: u32,
+    health: u32,
+    at_launch: Vec<(u32, u32)>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+impl World {
+    fn healthy_registered(&self) -> usize {
+        self.registered
+            .iter()
+            .filter(|id| !self.unhealthy.contains(*id))
+            .count()
+    }
+
+    fn observe(&mut self) {
+        self.most_alive = self.most_alive.max(self.alive.len());
+        self.fewest_healthy = self.fewest_healthy.min(self.healthy_registered());
+    }
+}
+
+/// `old` instances alive and registered, healthy.
+fn world(old: u32) -> Shared {
+    let ids: Vec<String> = (1..=old).map(|n| format!("i-old{n}")).collect();
+    let mut world = World {
+        alive: ids.iter().cloned().collect(),
+        registered: ids,
+        log: vec![],
+        launched: 0,
+        most_alive: 0,
+        fewest_healthy: usize::MAX,
+        unhealthy: BTreeSet::new(),
+        capacity: BTreeMap::new(),
+        limit: None,
+        statuses: 0,
+        health: 0,
+        at_launch: vec![],
+    };
+    world.observe();
+    Arc::new(Mutex::new(world))
+}
+
+fn aws_error(code: &str, message: &str) -> Error {
+    Error::Aws {
+        operation: "RunInstances",
+        resource: "instances".into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn world_instances(world: &Shared) -> MockInstances {
+    let mut m = MockInstances::new();
+    let w = world.clone();
+    m.expect_app_instances()
+        .returning(move |_, _| Ok(w.lock().unwrap().alive.iter().map(|i| app(i)).collect()));
+    let w = world.clone();
+    m.expect_launch().returning(move |spec| {
+        assert_eq!(spec.tags[tag::ROLE], tag::ROLE_APP);
+        let mut w = w.lock().unwrap();
+        let subnet = spec.subnet_id.clone().unwrap();
+        let at = (w.statuses, w.health);
+        w.at_launch.push(at);
+        if let Some(room) = w.capacity.get_mut(&subnet) {
+            if *room < spec.count {
+                w.log.push(format!("no capacity {subnet}"));
+                return Err(aws_error(
+                    "InsufficientInstanceCapacity",
+                    "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested",
+                ));
+            }
+            *room -= spec.count;
+        }
+        if let Some(limit) = w.limit
+            && w.alive.len() + spec.count as usize > limit
+        {
+            w.log.push(format!("over the limit {subnet}"));
+            return Err(aws_error(
+                "InstanceLimitExceeded",
+                "You have requested more instances than your current instance limit allows",
+            ));
+        }
+        let ids: Vec<String> = (0..spec.count)
+            .map(|_| {
+                w.launched += 1;
+                format!("i-new{}", w.launched)
+            })
+            .collect();
+        w.alive.extend(ids.iter().cloned());
+        w.log.push(format!("launch {subnet} {}", ids.join(",")));
+        w.observe();
+        Ok(ids)
+    });
+    let w = world.clone();
+    m.expect_statuses().returning(move |ids| {
+        let mut w = w.lock().unwrap();
+        w.statuses += 1;
+        Ok(ids
+            .iter()
+            .map(|id| InstanceStatus {
+                id: id.clone(),
+                state: if w.alive.contains(id) {
+                    "running"
+                } else {
+                    "terminated"
+                }
+                .into(),
+                reason: None,
+                tags: Tags::new(),
+            })
+            .collect())
+    });
+    let w = world.clone();
+    m.expect_terminate().returning(move |ids| {
+        let mut w = w.lock().unwrap();
+        for id in ids {
+            assert!(
+                !w.registered.contains(id),
+                "{id} terminated while registered"
+            );
+            w.alive.remove(id);
+        }
+        w.log.push(format!("terminate {}", ids.join(",")));
+        w.observe();
+        Ok(())
+    });
+    m
+}
+
+fn world_balancer(world: &Shared) -> MockBalancer {
+    let mut m = MockBalancer::new();
+    m.expect_name().returning(|| "target group tg".into());
+    let w = world.clone();
+    m.expect_registered().returning(move || {
+        let mut w = w.lock().unwrap();
+        w.health += 1;
+        Ok(w.registered
+            .iter()
+            .map(|id| {
+                let healthy = !w.unhealthy.contains(id);
+                TargetHealth {
+                    id: id.clone(),
+                    healthy,
+                    state: if healthy { "healthy" } else { "unhealthy" }.into(),
+                }
+            })
+            .collect())
+    });
+    let w = world.clone();
+    m.expect_register().returning(move |ids| {
+        let mut w = w.lock().unwrap();
+        w.registered.extend(ids.iter().cloned());
+        w.log.push(format!("register {}", ids.join(",")));
+        w.observe();
+        Ok(())
+    });
+    let w = world.clone();
+    m.expect_deregister().returning(move |ids| {
+        let mut w = w.lock().unwrap();
+        w.registered.retain(|id| !ids.contains(id));
+        w.log.push(format!("deregister {}", ids.join(",")));
+        w.observe();
+        Ok(())
+    });
+    m.expect_draining_delay().returning(|| Ok(Duration::ZERO));
+    m.expect_reports_draining().returning(|| true);
+    m
+}
+
+fn surge_plan(count: u32, max_surge: Option<u32>) -> DeployPlan {
+    let mut plan = plan(count);
+    plan.max_surge = max_surge;
+    plan.healthy_for = Duration::from_secs(10);
+    plan
+}
+
+async fn deploy_in(world: &Shared, plan: &DeployPlan) -> Result<DeployOutcome> {
+    let (instances, balancer) = (world_instances(world), world_balancer(world));
+    deploy(plan, &instances, &balancer, &Interrupt::never()).await
+}
+
+fn world_log(world: &Shared) -> Vec<String> {
+    std::mem::take(&mut world.lock().unwrap().log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_surge_brings_the_fleet_up_in_batches_and_never_below_count() {
+    let world = world(5);
+    let started = tokio::time::Instant::now();
+    let out = deploy_in(&world, &surge_plan(5, Some(2))).await.unwrap();
+    assert_eq!(
+        world_log(&world),
+        [
+            "launch subnet-a i-new1",
+            "launch subnet-b i-new2",
+            "register i-new1,i-new2",
+            "deregister i-old1,i-old2",
+            "terminate i-old1,i-old2",
+            "launch subnet-a i-new3",
+            "launch subnet-b i-new4",
+            "register i-new3,i-new4",
+            "deregister i-old3,i-old4",
+            "terminate i-old3,i-old4",
+            "launch subnet-a i-new5",
+            "register i-new5",
+            "deregister i-old5",
+            "terminate i-old5",
+        ]
+    );
+    let w = world.lock().unwrap();
+    assert_eq!(w.most_alive, 7, "count + max_surge at most");
+    assert_eq!(w.fewest_healthy, 5, "never fewer than count healthy");
+    assert_eq!(
+        w.registered,
+        ["i-new1", "i-new2", "i-new3", "i-new4", "i-new5"]
+    );
+    // Per batch, one DescribeInstances (boot) and one health call per
+    // tick of the 10 s hold (0, 5, 10 s): the same for every batch.
+    let mut marks = w.at_launch.clone();
+    marks.dedup(); // a batch's launches over two subnets are one mark
+    marks.push((w.statuses, w.health));
+    let per_batch: Vec<(u32, u32)> = marks
+        .windows(2)
+        .map(|p| (p[1].0 - p[0].0, p[1].1 - p[0].1))
+        .collect();
+    assert_eq!(per_batch, [(1, 3), (1, 3), (1, 3)]);
+    assert_eq!(marks[0], (0, 1), "the inspection's one health call");
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    drop(w);
+
+    assert_eq!(
+        out.release.state().instances,
+        ["i-new1", "i-new2", "i-new3", "i-new4", "i-new5"]
+    );
+    assert_eq!(
+        out.removed,
+        ["i-old1", "i-old2", "i-old3", "i-old4", "i-old5"]
+    );
+    let phases: Vec<&str> = out.phases.iter().map(|p| p.name.as_str()).collect();
+    let batch = |n: u32| {
+        ["launch", "boot", "register", "health", "drain", "terminate"]
+            .map(|p| format!("batch {n}/3 {p}"))
+    };
+    let expected: Vec<String> = std::iter::once("inspect".to_string())
+        .chain((1..=3).flat_map(batch))
+        .collect();
+    assert_eq!(phases, expected);
+    let health = out
+        .phases
+        .iter()
+        .find(|p| p.name == "batch 2/3 health")
+        .unwrap();
+    assert_eq!(health.duration, Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_max_surge_or_with_one_as_large_as_count_the_fleet_comes_up_at_once() {
+    for max_surge in [None, Some(5), Some(9)] {
+        let world = world(5);
+        deploy_in(&world, &surge_plan(5, max_surge)).await.unwrap();
+        let w = world.lock().unwrap();
+        assert_eq!(w.most_alive, 10, "{max_surge:?}");
+        assert_eq!(
+            w.log,
+            [
+                "launch subnet-a i-new1,i-new2,i-new3",
+                "launch subnet-b i-new4,i-new5",
+                "register i-new1,i-new2,i-new3,i-new4,i-new5",
+                "deregister i-old1,i-old2,i-old3,i-old4,i-old5",
+                "terminate i-old1,i-old2,i-old3,i-old4,i-old5",
+            ],
+            "{max_surge:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_leaves_the_batches_done_serving_and_a_rerun_finishes() {
+    let world = world(5);
+    world.lock().unwrap().unhealthy.insert("i-new3".into());
+    let started = tokio::time::Instant::now();
+    let err = deploy_in(&world, &surge_plan(5, Some(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::PartlyDeployed { batch: 2, batches: 3, new: 2, old: 3, undone: 2, cause, .. }
+                if matches!(**cause, Error::Timeout { .. })
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    for part in [
+        "deploy to staging stopped in batch 2/3: timed out after 60s waiting for batch 2/3: 2 new instance(s) to be healthy",
+        "1/2 healthy",
+        "staging now serves 2 instance(s) of the new release and 3 of the old one (batch 2's 2 new instance(s) were removed)",
+        "re-run the deploy to finish it",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert_eq!(err.kind_name(), "partly_deployed");
+    assert_eq!(err.kind().exit_code(), 1);
+    // Batch 1's 10 s and batch 2's health deadline.
+    assert_eq!(started.elapsed(), Duration::from_secs(10 + 60));
+    assert_eq!(
+        world_log(&world)[5..],
+        [
+            "launch subnet-a i-new3",
+            "launch subnet-b i-new4",
+            "register i-new3,i-new4",
+            "deregister i-new3,i-new4",
+            "terminate i-new3,i-new4",
+        ]
+    );
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(
+            w.registered,
+            ["i-old3", "i-old4", "i-old5", "i-new1", "i-new2"]
+        );
+        let alive: Vec<&str> = w.alive.iter().map(String::as_str).collect();
+        assert_eq!(alive, ["i-new1", "i-new2", "i-old3", "i-old4", "i-old5"]);
+        assert_eq!(w.fewest_healthy, 5);
+        assert_eq!(w.most_alive, 7);
+    }
+
+    // The re-run treats everything serving as old, the new release's
+    // two included, and replaces it all.
+    world.lock().unwrap().unhealthy.clear();
+    let out = deploy_in(&world, &surge_plan(5, Some(2))).await.unwrap();
+    let mut removed = out.removed.clone();
+    removed.sort();
+    assert_eq!(removed, ["i-new1", "i-new2", "i-old3", "i-old4", "i-old5"]);
+    assert_eq!(
+        out.release.state().instances,
+        ["i-new5", "i-new6", "i-new7", "i-new8", "i-new9"]
+    );
+    let w = world.lock().unwrap();
+    assert_eq!(w.registered, out.release.state().instances);
+    assert_eq!(w.alive.len(), 5);
+    assert_eq!((w.fewest_healthy, w.most_alive), (5, 7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_the_first_batch_is_an_ordinary_failed_deploy() {
+    let world = world(3);
+    world.lock().unwrap().unhealthy.insert("i-new1".into());
+    let err = deploy_in(&world, &surge_plan(3, Some(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("batch 1/3: 1 new instance(s)"),
+        "{err}"
+    );
+    assert_eq!(
+        world_log(&world),
+        [
+            "launch subnet-a i-new1",
+            "register i-new1",
+            "deregister i-new1",
+            "terminate i-new1"
+        ]
+    );
+    assert_eq!(
+        world.lock().unwrap().registered,
+        ["i-old1", "i-old2", "i-old3"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_between_batches_stops_before_the_next_launch() {
+    let world = world(4);
+    let (instances, balancer) = (world_instances(&world), world_balancer(&world));
+    let (trigger, interrupt) = Interrupt::manual();
+    let plan = surge_plan(4, Some(2));
+    let run = deploy(&plan, &instances, &balancer, &interrupt);
+    let fire = async {
+        // Batch 1 holds healthy from 0 s to 10 s; batch 2 then holds to 20 s.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        trigger.fire();
+    };
+    let (result, ()) = tokio::join!(run, fire);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, Error::PartlyDeployed { batch: 2, new: 2, old: 2, undone: 2, cause, .. }
+            if matches!(**cause, Error::Interrupted)),
+        "{err:?}"
+    );
+    let w = world.lock().unwrap();
+    assert_eq!(w.registered, ["i-old3", "i-old4", "i-new1", "i-new2"]);
+    assert_eq!(w.log.last().unwrap(), "terminate i-new3,i-new4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_traffic_tasks_run_once_before_the_first_batch_is_registered() {
+    let log = Log::default();
+    let old = ["i-old1", "i-old2", "i-old3"];
+    let instances = instances(&log, old.iter().map(|i| app(i)).collect(), "running");
+    let balancer = balancer(&log, &old, true, Duration::ZERO, true);
+    let mut plan = plan(3);
+    plan.max_surge = Some(2);
+    plan.tasks = vec![task_plan("migrate", "bin/migrate", TaskWhen::BeforeTraffic)];
+    let out = deploy(&plan, &instances, &balancer, &Interrupt::never())
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of(&log),
+        [
+            "launch subnet-a i-new1",
+            "launch subnet-b i-new2",
+            "task migrate on i-task-migrate",
+            "terminate i-task-migrate",
+            "register i-new1,i-new2",
+            "deregister i-old1,i-old2",
+            "terminate i-old1,i-old2",
+            "launch subnet-a i-new3",
+            "register i-new3",
+            "deregister i-old3",
+            "terminate i-old3",
+        ]
+    );
+    assert_eq!(out.tasks.len(), 1);
+    assert!(out.phases.iter().any(|p| p.name == "batch 1/2 tasks"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_old_instances_leave_first() {
+    let world = world(3);
+    world.lock().unwrap().unhealthy.insert("i-old3".into());
+    deploy_in(&world, &surge_plan(3, Some(1))).await.unwrap();
+    let log = world_log(&world);
+    let gone: Vec<&String> = log.iter().filter(|l| l.starts_with("deregister")).collect();
+    assert_eq!(
+        gone,
+        [
+            "deregister i-old3",
+            "deregister i-old1",
+            "deregister i-old2"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_in_one_subnet_launches_its_share_in_the_next() {
+    let world = world(1);
+    world.lock().unwrap().capacity.insert("subnet-a".into(), 0);
+    let out = deploy_in(&world, &surge_plan(3, None)).await.unwrap();
+    assert_eq!(
+        world_log(&world),
+        [
+            "no capacity subnet-a",
+            "launch subnet-b i-new1,i-new2",
+            "launch subnet-b i-new3",
+            "register i-new1,i-new2,i-new3",
+            "deregister i-old1",
+            "terminate i-old1",
+        ]
+    );
+    assert_eq!(out.release.state().instances.len(), 3);
+
+    // In batches, a subnet that answered it is not asked again.
+    let world = self::world(4);
+    world.lock().unwrap().capacity.insert("subnet-a".into(), 0);
+    deploy_in(&world, &surge_plan(4, Some(2))).await.unwrap();
+    let launches: Vec<String> = world_log(&world)
+        .into_iter()
+        .filter(|l| l.starts_with("launch") || l.starts_with("no capacity"))
+        .collect();
+    assert_eq!(
+        launches,
+        [
+            "no capacity subnet-a",
+            "launch subnet-b i-new1",
+            "launch subnet-b i-new2",
+            "launch subnet-b i-new3,i-new4",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_in_any_subnet_fails_the_safe_way() {
+    let world = world(2);
+    // subnet-b has room for its own share and no more.
+    world
+        .lock()
+        .unwrap()
+        .capacity
+        .extend([("subnet-a".into(), 0), ("subnet-b".into(), 2)]);
+    let err = deploy_in(&world, &surge_plan(3, None)).await.unwrap_err();
+    assert!(matches!(err, Error::DeployFailed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "deploy failed: AWS has no t3.micro capacity in any of staging's subnets right now \
+         (subnet-a, subnet-b each answered InsufficientInstanceCapacity); deploy with another \
+         instance_type, add subnets in other availability zones, or try again later"
+    );
+    assert_eq!(
+        world_log(&world),
+        [
+            "no capacity subnet-a",
+            "launch subnet-b i-new1,i-new2",
+            "no capacity subnet-b",
+            "terminate i-new1,i-new2",
+        ]
+    );
+    assert_eq!(world.lock().unwrap().registered, ["i-old1", "i-old2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_account_quota_fails_at_once_and_says_what_to_raise() {
+    // Room for 7: two whole fleets of 5 do not fit ...
+    let world = world(5);
+    world.lock().unwrap().limit = Some(7);
+    let err = deploy_in(&world, &surge_plan(5, None)).await.unwrap_err();
+    assert!(matches!(err, Error::DeployFailed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "deploy failed: the account's instance quota is reached (InstanceLimitExceeded: 3 more \
+         t3.micro in subnet-a would exceed it); raise the account's Running On-Demand instances \
+         (vCPU) quota for Standard (A, C, D, H, I, M, R, T, Z) instances in us-east-1 via Service \
+         Quotas, or set max_surge to bring the fleet up in smaller batches"
+    );
+    assert!(!err.to_string().contains("You have requested"), "{err}");
+    assert_eq!(world_log(&world), ["over the limit subnet-a"]);
+    assert_eq!(world.lock().unwrap().alive.len(), 5);
+
+    // ... but batches of 2 do.
+    deploy_in(&world, &surge_plan(5, Some(2))).await.unwrap();
+    assert_eq!(world.lock().unwrap().most_alive, 7);
+
+    // With room for 6, a batch of 2 is one too many: the message says so.
+    let world = self::world(5);
+    world.lock().unwrap().limit = Some(6);
+    let err = deploy_in(&world, &surge_plan(5, Some(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("or lower max_surge (now 2) to bring the fleet up in smaller batches"),
+        "{err}"
+    );
+    assert_eq!(
+        world_log(&world),
+        [
+            "launch subnet-a i-new1",
+            "over the limit subnet-b",
+            "terminate i-new1"
+        ]
+    );
+}
+
+#[test]
+fn the_quota_of_each_family() {
+    assert_eq!(
+        launched::quota_family("m6i.large"),
+        "Standard (A, C, D, H, I, M, R, T, Z)"
+    );
+    assert_eq!(launched::quota_family("inf2.xlarge"), "Inf");
+    assert_eq!(launched::quota_family("g5.xlarge"), "G and VT");
+    assert_eq!(launched::quota_family("p4d.24xlarge"), "P");
+    assert_eq!(launched::quota_family("x2idn.metal"), "X");
+    assert_eq!(launched::quota_family("u-6tb1.metal"), "High Memory");
 }

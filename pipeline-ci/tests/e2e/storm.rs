@@ -107,7 +107,12 @@ async fn release_train(aws: Option<serde_json::Value>) -> (EndState, Option<serd
         let live = env.live_in(name).await;
         let mut commits = Vec::new();
         for sha in [SHA, SHA2] {
-            commits.extend(env.live_instances(name, sha).await.iter().map(|_| sha.to_string()));
+            commits.extend(
+                env.live_instances(name, sha)
+                    .await
+                    .iter()
+                    .map(|_| sha.to_string()),
+            );
         }
         let mut in_balancer = registered(&env, balancers, Kind::TargetGroup).await;
         in_balancer.sort();
@@ -186,7 +191,10 @@ async fn a_release_train_in_a_storm_ends_as_a_calm_one() {
     assert_eq!(calm.slots["prod2"], (vec![SHA2.to_string(); 2], 2, true));
     assert_eq!((calm.builders, calm.locks.len()), (0, 0));
     assert_eq!(calm.live.as_deref(), Some("prod1"));
-    assert_eq!(stormy, calm, "the storm's train ended otherwise; stats: {stats:#}");
+    assert_eq!(
+        stormy, calm,
+        "the storm's train ended otherwise; stats: {stats:#}"
+    );
 
     // And the storm was one: throttles, faults and lost answers were met.
     let (throttled, faults) = (total(&stats["throttled"]), total(&stats["faults"]));

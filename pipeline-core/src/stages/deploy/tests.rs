@@ -1094,7 +1094,8 @@ async fn max_surge_brings_the_fleet_up_in_batches_and_never_below_count() {
         ["i-new1", "i-new2", "i-new3", "i-new4", "i-new5"]
     );
     // Per batch, one DescribeInstances (boot) and one health call per
-    // tick of the 10 s hold (0, 5, 10 s): the same for every batch.
+    // tick of the 10 s hold (0, 0.625, 1.875, 4.375, 9.375, 14.375 s: the
+    // quick start, then every 5 s): the same for every batch.
     let mut marks = w.at_launch.clone();
     marks.dedup(); // a batch's launches over two subnets are one mark
     marks.push((w.statuses, w.health));
@@ -1102,9 +1103,9 @@ async fn max_surge_brings_the_fleet_up_in_batches_and_never_below_count() {
         .windows(2)
         .map(|p| (p[1].0 - p[0].0, p[1].1 - p[0].1))
         .collect();
-    assert_eq!(per_batch, [(1, 3), (1, 3), (1, 3)]);
+    assert_eq!(per_batch, [(1, 6), (1, 6), (1, 6)]);
     assert_eq!(marks[0], (0, 1), "the inspection's one health call");
-    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(started.elapsed(), Duration::from_millis(3 * 14_375));
     drop(w);
 
     assert_eq!(
@@ -1129,7 +1130,7 @@ async fn max_surge_brings_the_fleet_up_in_batches_and_never_below_count() {
         .iter()
         .find(|p| p.name == "batch 2/3 health")
         .unwrap();
-    assert_eq!(health.duration, Duration::from_secs(10));
+    assert_eq!(health.duration, Duration::from_millis(14_375));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1180,8 +1181,9 @@ async fn a_failed_batch_leaves_the_batches_done_serving_and_a_rerun_finishes() {
     }
     assert_eq!(err.kind_name(), "partly_deployed");
     assert_eq!(err.kind().exit_code(), 1);
-    // Batch 1's 10 s and batch 2's health deadline.
-    assert_eq!(started.elapsed(), Duration::from_secs(10 + 60));
+    // Batch 1's hold (held 10 s by the check at 14.375 s) and batch 2's
+    // health deadline.
+    assert_eq!(started.elapsed(), Duration::from_millis(14_375 + 60_000));
     assert_eq!(
         world_log(&world)[5..],
         [
@@ -1256,8 +1258,9 @@ async fn an_interrupt_between_batches_stops_before_the_next_launch() {
     let plan = surge_plan(4, Some(2));
     let run = deploy(&plan, &instances, &balancer, &interrupt);
     let fire = async {
-        // Batch 1 holds healthy from 0 s to 10 s; batch 2 then holds to 20 s.
-        tokio::time::sleep(Duration::from_secs(12)).await;
+        // Batch 1 holds healthy from 0 s to 14.375 s (its first check
+        // past 10 s); batch 2 then holds to 28.75 s.
+        tokio::time::sleep(Duration::from_secs(20)).await;
         trigger.fire();
     };
     let (result, ()) = tokio::join!(run, fire);

@@ -23,6 +23,7 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
 unit: venv tools
+	$(VENV)/bin/python fixtures/moto/test_realistic.py
 	$(CARGO) test --workspace --locked
 
 ## make demo: start a local AWS, seed a small world, run the pipeline against it.

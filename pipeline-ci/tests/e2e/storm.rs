@@ -202,3 +202,172 @@ async fn a_release_train_in_a_storm_ends_as_a_calm_one() {
     assert!(throttled >= 20, "{stats:#}");
     assert!(faults >= 3, "{stats:#}");
 }
+
+/// One deploy of `count` instances over a fleet of `count`, on AWS's clock
+/// at `scale`, as the realistic proxy saw it.
+pub(crate) struct Measured {
+    /// Requests per `service:Action` the deploy made.
+    pub(crate) calls: BTreeMap<String, u64>,
+    /// Throttling answers it met.
+    pub(crate) throttled: u64,
+    /// The deploy's wall time.
+    pub(crate) wall: Duration,
+    /// What AWS's clock alone imposes on the critical path: an instance
+    /// pending, a target's interval x healthy threshold, `healthy_for`, and
+    /// the old fleet's deregistration delay.
+    pub(crate) floor: Duration,
+    /// The slowest a wait noticed a change, in AWS seconds, per kind.
+    pub(crate) notice: BTreeMap<String, f64>,
+}
+
+/// The health check the seeded target groups have (moto's defaults, as
+/// AWS's): every 30 s, healthy after 5 checks.
+const HEALTHY_AFTER_S: f64 = 30.0 * 5.0;
+const PENDING_S: f64 = 15.0;
+const DRAIN_S: u32 = 30;
+const HEALTHY_FOR_MS: u64 = 300;
+
+/// Deploys `count` instances of SHA2 over `count` of SHA through the proxy
+/// on AWS's clock at `scale` (the first fleet goes straight to moto), with
+/// the pipeline's intervals scaled as the clock is (a 2 s poll is
+/// `2 * scale`), and measures the second deploy.
+pub(crate) async fn deploy_at_scale(count: u32, scale: f64) -> Measured {
+    let mut env = Env::new().await;
+    let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", DRAIN_S).await;
+    let _guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    let poll = ((2000.0 * scale) as u64).max(10);
+    let config = format!(
+        "{}environments:\n{}",
+        env.config(""),
+        env.environment("prod1", &target_group(&prod1))
+            .replace("count: 2", &format!("count: {count}"))
+            .replace("health_timeout: 20s", "health_timeout: 120s")
+            .replace(
+                "healthy_for: 200ms",
+                &format!("healthy_for: {HEALTHY_FOR_MS}ms")
+            )
+            .replace("drain_timeout: 2s", "drain_timeout: 60s")
+            .replace("poll_interval: 100ms", &format!("poll_interval: {poll}ms")),
+    );
+    env.write_config(&config);
+    env.build_all(&[SHA, SHA2]).await;
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+
+    env.meet_aws(json!({"seed": 1, "throttle": {"buckets": true}, "clock": clock(scale)}));
+    let run = env
+        .ok(&["deploy", "--env", "prod1", "--commit", SHA2])
+        .await;
+    let stats = env.aws.as_ref().unwrap().stats();
+    let calls = stats["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    let notice = stats["clock"]
+        .as_object()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .filter_map(|(kind, v)| Some((kind.clone(), v["latency_aws_s"]["max"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        env.live_instances("prod1", SHA2).await.len(),
+        count as usize
+    );
+    assert!(env.live_instances("prod1", SHA).await.is_empty());
+    Measured {
+        calls,
+        throttled: total(&stats["throttled"]),
+        wall: run.elapsed,
+        floor: Duration::from_secs_f64((PENDING_S + HEALTHY_AFTER_S + f64::from(DRAIN_S)) * scale)
+            + Duration::from_millis(HEALTHY_FOR_MS),
+        notice,
+    }
+}
+
+/// The calls of a deploy at N = 1, 10 and 100 on AWS's clock: the writes
+/// are the same in number, and the reads do not grow with the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_makes_as_many_calls_for_100_instances_as_for_1() {
+    let mut seen = Vec::new();
+    for n in [1, 10, 100] {
+        let m = deploy_at_scale(n, 0.01).await;
+        let total: u64 = m.calls.values().sum();
+        eprintln!(
+            "N={n}: {total} calls, {} throttled, wall {:.2}s, floor {:.2}s: {:?}",
+            m.throttled,
+            m.wall.as_secs_f64(),
+            m.floor.as_secs_f64(),
+            m.calls
+        );
+        seen.push((n, m));
+    }
+    let writes = |m: &Measured| -> BTreeMap<String, u64> {
+        m.calls
+            .iter()
+            .filter(|(k, _)| {
+                let action = k.split(':').nth(1).unwrap_or("");
+                !["Describe", "Get", "List", "Head"]
+                    .iter()
+                    .any(|p| action.starts_with(p))
+            })
+            .filter(|(k, _)| !k.starts_with("s3:"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    // One instance goes to one subnet; from two on, one RunInstances per
+    // subnet, whatever the count.
+    let (one, ten, hundred) = (&seen[0].1, &seen[1].1, &seen[2].1);
+    assert_eq!(writes(ten), writes(hundred), "AWS writes per deploy");
+    assert_eq!(ten.calls.get("ec2:RunInstances"), Some(&2));
+    assert_eq!(one.calls.get("ec2:RunInstances"), Some(&1));
+    let reads = |m: &Measured| m.calls.values().sum::<u64>();
+    assert!(
+        reads(hundred) <= reads(one) + reads(one) / 2 + 5,
+        "calls grew with the fleet: {} at N=1, {} at N=100",
+        reads(one),
+        reads(hundred)
+    );
+}
+
+/// The benchmark of docs/benchmarks.md (`fixtures/bench/aws-bench.sh`):
+/// a deploy on AWS's clock at each N of `$PIPELINE_BENCH_N` (default
+/// 1,10,100,1000), as a Markdown table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: fixtures/bench/aws-bench.sh runs it"]
+async fn bench_deploy_on_the_clock() {
+    let ns = std::env::var("PIPELINE_BENCH_N").unwrap_or_else(|_| "1,10,100,1000".into());
+    let scale: f64 = std::env::var("PIPELINE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.02);
+    println!(
+        "| N | calls | by action | throttled | wall | floor | wall / floor | slowest notice (AWS s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in ns.split(',').filter_map(|n| n.trim().parse().ok()) {
+        let m = deploy_at_scale(n, scale).await;
+        let by: Vec<String> = m.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let notice: Vec<String> = m
+            .notice
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        println!(
+            "| {n} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} | {} |",
+            m.calls.values().sum::<u64>(),
+            by.join(", "),
+            m.throttled,
+            m.wall.as_secs_f64(),
+            m.floor.as_secs_f64(),
+            m.wall.as_secs_f64() / m.floor.as_secs_f64(),
+            notice.join(", ")
+        );
+    }
+}

@@ -31,10 +31,10 @@ pub(crate) fn storm(seed: u64) -> serde_json::Value {
 pub(crate) fn clock(scale: f64) -> serde_json::Value {
     json!({
         "scale": scale,
-        "instance_pending": 15,
+        "instance_pending": PENDING_S,
         "instance_shutting_down": 10,
-        "image_pending": 120,
-        "change_pending": 40,
+        "image_pending": IMAGE_PENDING_S,
+        "change_pending": CHANGE_PENDING_S,
     })
 }
 
@@ -226,6 +226,9 @@ const HEALTHY_AFTER_S: f64 = 30.0 * 5.0;
 const PENDING_S: f64 = 15.0;
 const DRAIN_S: u32 = 30;
 const HEALTHY_FOR_MS: u64 = 300;
+/// [`clock`]'s image pending and Route53 change pending, in AWS seconds.
+const IMAGE_PENDING_S: f64 = 120.0;
+const CHANGE_PENDING_S: f64 = 40.0;
 
 /// Deploys `count` instances of SHA2 over `count` of SHA through the proxy
 /// on AWS's clock at `scale` (the first fleet goes straight to moto), with
@@ -261,34 +264,136 @@ pub(crate) async fn deploy_at_scale(count: u32, scale: f64) -> Measured {
         .ok(&["deploy", "--env", "prod1", "--commit", SHA2])
         .await;
     let stats = env.aws.as_ref().unwrap().stats();
-    let calls = stats["requests"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-        .collect();
-    let notice = stats["clock"]
-        .as_object()
-        .map(|kinds| {
-            kinds
-                .iter()
-                .filter_map(|(kind, v)| Some((kind.clone(), v["latency_aws_s"]["max"].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
     assert_eq!(
         env.live_instances("prod1", SHA2).await.len(),
         count as usize
     );
     assert!(env.live_instances("prod1", SHA).await.is_empty());
-    Measured {
-        calls,
-        throttled: total(&stats["throttled"]),
-        wall: run.elapsed,
-        floor: Duration::from_secs_f64((PENDING_S + HEALTHY_AFTER_S + f64::from(DRAIN_S)) * scale)
+    Measured::from_stats(
+        &stats,
+        run.elapsed,
+        Duration::from_secs_f64((PENDING_S + HEALTHY_AFTER_S + f64::from(DRAIN_S)) * scale)
             + Duration::from_millis(HEALTHY_FOR_MS),
-        notice,
+    )
+}
+
+impl Measured {
+    /// A run's figures from the proxy's stats of it.
+    fn from_stats(stats: &serde_json::Value, wall: Duration, floor: Duration) -> Measured {
+        let calls = stats["requests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
+        let notice = stats["clock"]
+            .as_object()
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .filter_map(|(kind, v)| {
+                        Some((kind.clone(), v["latency_aws_s"]["max"].as_f64()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Measured {
+            calls,
+            throttled: total(&stats["throttled"]),
+            wall,
+            floor,
+            notice,
+        }
     }
+
+    /// One row of the benchmark's Markdown table, after `first` (N or the stage).
+    fn row(&self, first: &str) -> String {
+        let by: Vec<String> = self.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let notice: Vec<String> = self
+            .notice
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        format!(
+            "| {first} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} | {} |",
+            self.calls.values().sum::<u64>(),
+            by.join(", "),
+            self.throttled,
+            self.wall.as_secs_f64(),
+            self.floor.as_secs_f64(),
+            self.wall.as_secs_f64() / self.floor.as_secs_f64(),
+            notice.join(", ")
+        )
+    }
+}
+
+/// How long the guest simulator's builder runs once AWS shows it running.
+const BUILDER_RUNS: Duration = Duration::from_millis(50);
+
+/// A bake and a promote on AWS's clock at `scale`, each alone through the
+/// proxy (what comes before them goes to moto directly): the bake of
+/// SHA2, whose builder is pending, runs for [`BUILDER_RUNS`] (the guest
+/// simulator, through the proxy, sees it only once the clock shows it
+/// running) and whose image is pending; and a promote from prod1 (SHA) to
+/// prod2 (SHA2), whose change is pending. The pipeline's intervals are
+/// scaled as the clock is.
+pub(crate) async fn bake_and_promote_at(scale: f64) -> (Measured, Measured) {
+    let mut env = Env::new().await;
+    let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", DRAIN_S).await;
+    let prod2 = seed_balancers(&env.sdk, &env.world, "prod2", DRAIN_S).await;
+    let zone = seed_hosted_zone(&env.sdk, "example.com").await;
+    let poll = format!("poll_interval: {}ms", ((2000.0 * scale) as u64).max(10));
+    let config = format!(
+        "{}environments:\n{}{}promote:\n  hosted_zone: {zone}\n  record: {RECORD}\n  timeout: 60s\n  {poll}\n",
+        env.config("")
+            .replace("timeout: 30s", "timeout: 120s")
+            .replace("poll_interval: 100ms", &poll),
+        env.environment("prod1", &target_group(&prod1)),
+        env.environment("prod2", &target_group(&prod2)),
+    );
+    env.write_config(&config);
+    let settings = json!({"seed": 1, "throttle": {"buckets": true}, "clock": clock(scale)});
+
+    // The release before: built, deployed and promoted on moto.
+    let guest = guest::spawn(&env.sdk, BuilderBehaviour::PowerOffAfter(BUILDER_RUNS));
+    env.build_all(&[SHA]).await;
+    drop(guest);
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    env.ok(&["promote", "--commit", SHA]).await;
+
+    let proxy = env.meet_aws(settings.clone()).endpoint();
+    let through_proxy = env.sdk.to_builder().endpoint_url(proxy).build();
+    let guest = guest::spawn(
+        &through_proxy,
+        BuilderBehaviour::PowerOffAfter(BUILDER_RUNS),
+    );
+    let run = env
+        .ok(&["build", "--skip-test-gate", "--commit", SHA2])
+        .await;
+    drop(guest);
+    let bake = Measured::from_stats(
+        &env.aws.as_ref().unwrap().stats(),
+        run.elapsed,
+        Duration::from_secs_f64((PENDING_S + IMAGE_PENDING_S) * scale) + BUILDER_RUNS,
+    );
+    assert_eq!(env.release_images(&env.world.region, SHA2).await.len(), 1);
+
+    env.aws = None;
+    env.ok(&["deploy", "--env", "prod2", "--commit", SHA2])
+        .await;
+    env.meet_aws(settings);
+    let run = env.ok(&["promote", "--commit", SHA2]).await;
+    let promote = Measured::from_stats(
+        &env.aws.as_ref().unwrap().stats(),
+        run.elapsed,
+        Duration::from_secs_f64(CHANGE_PENDING_S * scale),
+    );
+    let live = crate::promote::record_in(&env.sdk, &zone, RECORD).await;
+    assert_eq!(
+        live.map(|(_, host)| host),
+        Some(prod2.alb_dns_name.to_lowercase())
+    );
+    (bake, promote)
 }
 
 /// The calls of a deploy at N = 1, 10 and 100 on AWS's clock: the writes
@@ -347,27 +452,32 @@ async fn bench_deploy_on_the_clock() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.02);
+    // libtest's "test NAME ... " ends on the line of the first print.
+    println!();
     println!(
         "| N | calls | by action | throttled | wall | floor | wall / floor | slowest notice (AWS s) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for n in ns.split(',').filter_map(|n| n.trim().parse().ok()) {
-        let m = deploy_at_scale(n, scale).await;
-        let by: Vec<String> = m.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let notice: Vec<String> = m
-            .notice
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.1}"))
-            .collect();
-        println!(
-            "| {n} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} | {} |",
-            m.calls.values().sum::<u64>(),
-            by.join(", "),
-            m.throttled,
-            m.wall.as_secs_f64(),
-            m.floor.as_secs_f64(),
-            m.wall.as_secs_f64() / m.floor.as_secs_f64(),
-            notice.join(", ")
-        );
+        println!("{}", deploy_at_scale(n, scale).await.row(&n.to_string()));
     }
+}
+
+/// The benchmark of docs/benchmarks.md (`fixtures/bench/aws-bench.sh`):
+/// a bake and a promote on AWS's clock, as a Markdown table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: fixtures/bench/aws-bench.sh runs it"]
+async fn bench_bake_and_promote_on_the_clock() {
+    let scale: f64 = std::env::var("PIPELINE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.02);
+    let (bake, promote) = bake_and_promote_at(scale).await;
+    println!();
+    println!(
+        "| stage | calls | by action | throttled | wall | floor | wall / floor | slowest notice (AWS s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!("{}", bake.row("bake"));
+    println!("{}", promote.row("promote"));
 }

@@ -481,3 +481,94 @@ async fn bench_bake_and_promote_on_the_clock() {
     println!("{}", bake.row("bake"));
     println!("{}", promote.row("promote"));
 }
+
+/// The subnet of each of `ids`, read through EC2's API.
+async fn subnets_of(env: &Env, ids: &[String]) -> Vec<String> {
+    let out = env
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.subnet_id().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A deploy meets AWS's capacity: a subnet whose zone has no capacity of
+/// the type has its share launched in the other, at once; a full instance
+/// quota fails the safe way saying what to raise, and `max_surge` makes the
+/// same fleet fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_meets_a_full_zone_and_a_full_quota() {
+    let mut env = Env::new().await;
+    let prod1 = seed_balancers(&env.sdk, &env.world, "prod1", 0).await;
+    let _guest = guest::spawn(
+        &env.sdk,
+        BuilderBehaviour::PowerOffAfter(Duration::from_millis(50)),
+    );
+    let config = format!(
+        "{}environments:\n{}",
+        env.config(""),
+        env.environment("prod1", &target_group(&prod1))
+    );
+    env.write_config(&config);
+    env.build_all(&[SHA, SHA2]).await;
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    let (full, other) = (
+        env.world.subnets[0].id.clone(),
+        env.world.subnets[1].id.clone(),
+    );
+
+    // The first subnet's zone has no capacity: both instances go to the other.
+    env.meet_aws(json!({"ec2": {"no_capacity_subnets": [full]}}));
+    let run = env
+        .ok(&["deploy", "--env", "prod1", "--commit", SHA2])
+        .await;
+    let refused = env.aws.as_ref().unwrap().stats()["refused"].clone();
+    assert_eq!(
+        refused["ec2:RunInstances"]["InsufficientInstanceCapacity"], 1,
+        "one refusal, not retried: {refused}"
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.stderr.contains("InsufficientInstanceCapacity"),
+        "{}",
+        run.stderr
+    );
+    let new = env.live_instances("prod1", SHA2).await;
+    assert_eq!(subnets_of(&env, &new).await, [other.clone(), other.clone()]);
+    assert!(env.live_instances("prod1", SHA).await.is_empty());
+    assert_eq!(healthy(&env, &prod1, Kind::TargetGroup).await, new);
+
+    // Two alive and a quota of three: two more do not fit. Nothing new
+    // stays, the fleet keeps serving, no lock is left.
+    env.aws
+        .as_ref()
+        .unwrap()
+        .set(&json!({"ec2": {"instance_limit": 3}}));
+    let run = env
+        .pipeline(&["deploy", "--env", "prod1", "--commit", SHA])
+        .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("quota"), "{}", run.stderr);
+    assert!(run.stderr.contains("max_surge"), "{}", run.stderr);
+    assert!(env.live_instances("prod1", SHA).await.is_empty());
+    assert_eq!(healthy(&env, &prod1, Kind::TargetGroup).await, new);
+    assert!(env.state_keys("locks/").await.is_empty());
+
+    // In batches of one, the fleet never needs more than three.
+    env.write_config(&config.replace("    count: 2\n", "    count: 2\n    max_surge: 1\n"));
+    env.ok(&["deploy", "--env", "prod1", "--commit", SHA]).await;
+    let now = env.live_instances("prod1", SHA).await;
+    assert_eq!(now.len(), 2);
+    assert!(env.live_instances("prod1", SHA2).await.is_empty());
+    assert_eq!(healthy(&env, &prod1, Kind::TargetGroup).await, now);
+}

@@ -9,6 +9,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::interceptors::InterceptorContext;
+use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     ImageAttributeName, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
@@ -16,6 +20,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
+use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority;
 use base64::Engine;
 
 use super::sdk_error;
@@ -52,10 +57,53 @@ impl Ec2 {
             .or_insert_with(|| {
                 let config = aws_sdk_ec2::config::Builder::from(&self.sdk)
                     .region(aws_config::Region::new(region.to_string()))
+                    .retry_classifier(CapacityAnswersAreFinal)
                     .build();
                 Client::from_conf(config)
             })
             .clone()
+    }
+}
+
+/// RunInstances answers that no retry of the same request can change, which
+/// the deploy acts on itself: `InsufficientInstanceCapacity` comes as an
+/// HTTP 500, which the SDK's standard retry would otherwise try again
+/// [`super::RETRY_ATTEMPTS`] times (about half a minute of backoff) before
+/// the deploy could move that subnet's share to another; the quota answers
+/// are 400s and never retried anyway.
+const FINAL_LAUNCH_ANSWERS: [&str; 3] = [
+    "InsufficientInstanceCapacity",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+];
+
+/// Forbids retrying a RunInstances that answered one of
+/// [`FINAL_LAUNCH_ANSWERS`]; it runs after the SDK's own classifiers and,
+/// forbidding, overrides them.
+#[derive(Debug)]
+struct CapacityAnswersAreFinal;
+
+impl ClassifyRetry for CapacityAnswersAreFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = error
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<RunInstancesError>())
+            .and_then(|e| e.code());
+        match code {
+            Some(code) if FINAL_LAUNCH_ANSWERS.contains(&code) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "capacity answers are final"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
     }
 }
 

@@ -440,6 +440,37 @@ async fn auto_scaling_group_swap_keeps_n_healthy_and_restores_the_group() {
     assert!(env.live_instances("web", SHA).await.is_empty());
 }
 
+/// A DetachInstances applied but whose answer was lost: the SDK sends it
+/// again, Auto Scaling refuses it (the old instances are no longer in the
+/// group), and the deploy reads the group and goes on; the group ends with
+/// the new fleet at its resting size, as an uninterrupted deploy leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detach_whose_answer_was_lost_is_not_done_twice() {
+    let (mut env, web, group, _guest) = group_world("300ms").await;
+    env.ok(&["deploy", "--env", "web", "--commit", SHA]).await;
+    env.meet_aws(serde_json::json!({
+        "faults": {"lose_first": {"autoscaling:DetachInstances": 1}}
+    }));
+    let run = env.ok(&["deploy", "--env", "web", "--commit", SHA2]).await;
+    let stats = env.aws.as_ref().unwrap().stats();
+    assert_eq!(
+        stats["faults"]["lost"]["autoscaling:DetachInstances"], 1,
+        "{stats:#}"
+    );
+    assert!(
+        stats["requests"]["autoscaling:DetachInstances"].as_u64() >= Some(2),
+        "the SDK sent it again: {stats:#}"
+    );
+    assert!(run.stderr.contains("already detached"), "{}", run.stderr);
+    let b = env.live_instances("web", SHA2).await;
+    assert_eq!(b.len(), 2);
+    assert!(env.live_instances("web", SHA).await.is_empty());
+    let (members, desired, max, _, suspended) = group_state(&env, &group).await;
+    assert_eq!((members, desired, max), (b.clone(), 2, 2));
+    assert!(suspended.is_empty(), "{suspended:?}");
+    assert_eq!(healthy(&env, &web, Kind::TargetGroup).await, b);
+}
+
 /// kill -9 once the group was raised (the old fleet and the new in it,
 /// its maximum up, its processes suspended): the next deploy finishes the
 /// job and leaves the group as an uninterrupted deploy does.

@@ -42,6 +42,32 @@ impl AutoScalingGroups {
     }
 }
 
+impl AutoScalingGroups {
+    /// One DetachInstances call, lowering the desired capacity.
+    async fn detach_batch(&self, name: &str, batch: &[String]) -> Result<()> {
+        self.autoscaling
+            .detach_instances()
+            .auto_scaling_group_name(name)
+            .set_instance_ids(Some(batch.to_vec()))
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .map_err(sdk_error(
+                "DetachInstances",
+                format!("Auto Scaling group {name}"),
+            ))?;
+        Ok(())
+    }
+}
+
+/// Auto Scaling's refusal of a DetachInstances naming an instance that is
+/// not in the group: "The instance i-... is not part of Auto Scaling group
+/// NAME."
+fn is_not_a_member(err: &Error) -> bool {
+    matches!(err, Error::Aws { code, message, .. }
+        if code == "ValidationError" && message.contains("is not part of Auto Scaling group"))
+}
+
 #[async_trait]
 impl AutoScaling for AutoScalingGroups {
     async fn group(&self, name: &str) -> Result<GroupState> {
@@ -224,19 +250,34 @@ impl AutoScaling for AutoScalingGroups {
             .map(str::to_string))
     }
 
+    /// Detaches `ids`, [`DETACH_BATCH`] a call. A batch refused because one
+    /// of its instances is no longer in the group (what the SDK's retry of
+    /// a DetachInstances whose answer was lost meets: the first try was
+    /// applied) is settled by reading the group and detaching only what is
+    /// still in it, so no instance is detached, and the desired capacity
+    /// lowered, twice.
     async fn detach(&self, name: &str, ids: &[String]) -> Result<()> {
         for batch in ids.chunks(DETACH_BATCH) {
-            self.autoscaling
-                .detach_instances()
-                .auto_scaling_group_name(name)
-                .set_instance_ids(Some(batch.to_vec()))
-                .should_decrement_desired_capacity(true)
-                .send()
-                .await
-                .map_err(sdk_error(
-                    "DetachInstances",
-                    format!("Auto Scaling group {name}"),
-                ))?;
+            match self.detach_batch(name, batch).await {
+                Err(err) if is_not_a_member(&err) => {
+                    let members = self.group(name).await?.instances;
+                    let left: Vec<String> = batch
+                        .iter()
+                        .filter(|id| members.contains(id))
+                        .cloned()
+                        .collect();
+                    tracing::info!(
+                        "{} of {} instance(s) were already detached from {name} ({err}); detaching the other {}",
+                        batch.len() - left.len(),
+                        batch.len(),
+                        left.len()
+                    );
+                    if !left.is_empty() {
+                        self.detach_batch(name, &left).await?;
+                    }
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

@@ -247,12 +247,14 @@ pub(crate) async fn deploy_at_scale(count: u32, scale: f64) -> Measured {
         env.config(""),
         env.environment("prod1", &target_group(&prod1))
             .replace("count: 2", &format!("count: {count}"))
-            .replace("health_timeout: 20s", "health_timeout: 120s")
+            // Deadlines, not waits: moto takes minutes to launch and
+            // describe a thousand instances.
+            .replace("health_timeout: 20s", "health_timeout: 1800s")
             .replace(
                 "healthy_for: 200ms",
                 &format!("healthy_for: {HEALTHY_FOR_MS}ms")
             )
-            .replace("drain_timeout: 2s", "drain_timeout: 60s")
+            .replace("drain_timeout: 2s", "drain_timeout: 600s")
             .replace("poll_interval: 100ms", &format!("poll_interval: {poll}ms")),
     );
     env.write_config(&config);
@@ -344,9 +346,10 @@ pub(crate) async fn bake_and_promote_at(scale: f64) -> (Measured, Measured) {
     let zone = seed_hosted_zone(&env.sdk, "example.com").await;
     let poll = format!("poll_interval: {}ms", ((2000.0 * scale) as u64).max(10));
     let config = format!(
-        "{}environments:\n{}{}promote:\n  hosted_zone: {zone}\n  record: {RECORD}\n  timeout: 60s\n  {poll}\n",
+        "{}environments:\n{}{}promote:\n  hosted_zone: {zone}\n  record: {RECORD}\n  timeout: 600s\n  {poll}\n",
         env.config("")
-            .replace("timeout: 30s", "timeout: 120s")
+            // Deadlines (the builder's and the image's), not waits.
+            .replace("timeout: 30s", "timeout: 1800s")
             .replace("poll_interval: 100ms", &poll),
         env.environment("prod1", &target_group(&prod1)),
         env.environment("prod2", &target_group(&prod2)),

@@ -250,7 +250,7 @@ impl AutoScaling for AutoScalingGroups {
             .map(str::to_string))
     }
 
-    /// Detaches `ids`, [`DETACH_BATCH`] a call. A batch refused because one
+    /// Detaches `ids`, 20 a call. A batch refused because one
     /// of its instances is no longer in the group (what the SDK's retry of
     /// a DetachInstances whose answer was lost meets: the first try was
     /// applied) is settled by reading the group and detaching only what is

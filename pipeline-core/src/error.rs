@@ -343,6 +343,13 @@ pub const TRANSIENT_CODES: &[&str] = &[
     "BadResponse",
 ];
 
+/// EC2's answer to a RunInstances when the subnet's availability zone has
+/// no capacity of the instance type right now (an HTTP 500).
+pub const NO_CAPACITY_CODE: &str = "InsufficientInstanceCapacity";
+
+/// EC2's answers to a RunInstances that would exceed the account's quota.
+pub const QUOTA_CODES: [&str; 2] = ["InstanceLimitExceeded", "VcpuLimitExceeded"];
+
 /// Whether `code` is one of [`TRANSIENT_CODES`].
 pub fn is_transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)

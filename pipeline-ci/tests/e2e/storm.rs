@@ -444,6 +444,15 @@ async fn a_deploy_makes_as_many_calls_for_100_instances_as_for_1() {
     );
 }
 
+/// The benchmarks' clock: `$PIPELINE_BENCH_SCALE` real seconds per AWS
+/// second (default 0.02).
+fn bench_scale() -> f64 {
+    std::env::var("PIPELINE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.02)
+}
+
 /// The benchmark of docs/benchmarks.md (`fixtures/bench/aws-bench.sh`):
 /// a deploy on AWS's clock at each N of `$PIPELINE_BENCH_N` (default
 /// 1,10,100,1000), as a Markdown table.
@@ -451,10 +460,7 @@ async fn a_deploy_makes_as_many_calls_for_100_instances_as_for_1() {
 #[ignore = "a benchmark: fixtures/bench/aws-bench.sh runs it"]
 async fn bench_deploy_on_the_clock() {
     let ns = std::env::var("PIPELINE_BENCH_N").unwrap_or_else(|_| "1,10,100,1000".into());
-    let scale: f64 = std::env::var("PIPELINE_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.02);
+    let scale = bench_scale();
     // libtest's "test NAME ... " ends on the line of the first print.
     println!();
     println!(
@@ -471,10 +477,7 @@ async fn bench_deploy_on_the_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: fixtures/bench/aws-bench.sh runs it"]
 async fn bench_bake_and_promote_on_the_clock() {
-    let scale: f64 = std::env::var("PIPELINE_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.02);
+    let scale = bench_scale();
     let (bake, promote) = bake_and_promote_at(scale).await;
     println!();
     println!(

@@ -40,9 +40,7 @@ impl AutoScalingGroups {
             ec2: aws_sdk_ec2::Client::new(sdk),
         }
     }
-}
 
-impl AutoScalingGroups {
     /// One DetachInstances call, lowering the desired capacity.
     async fn detach_batch(&self, name: &str, batch: &[String]) -> Result<()> {
         self.autoscaling

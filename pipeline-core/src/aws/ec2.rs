@@ -25,7 +25,7 @@ use base64::Engine;
 
 use super::sdk_error;
 use crate::config::{Encryption, MetadataOptions};
-use crate::error::Result;
+use crate::error::{NO_CAPACITY_CODE, QUOTA_CODES, Result};
 use crate::ports::{
     AppInstance, Image, ImageState, Images, InstanceState, InstanceStatus, Instances, LaunchSpec,
     RootDevice, ShutdownBehaviour, Tags, tag,
@@ -65,21 +65,14 @@ impl Ec2 {
     }
 }
 
-/// RunInstances answers that no retry of the same request can change, which
-/// the deploy acts on itself: `InsufficientInstanceCapacity` comes as an
-/// HTTP 500, which the SDK's standard retry would otherwise try again
-/// [`super::RETRY_ATTEMPTS`] times (about half a minute of backoff) before
+/// Forbids retrying a RunInstances that answered [`NO_CAPACITY_CODE`] or one
+/// of [`QUOTA_CODES`], answers no retry of the same request can change and
+/// which the deploy acts on itself. `InsufficientInstanceCapacity` comes as
+/// an HTTP 500, which the SDK's standard retry would otherwise try
+/// [`super::RETRY_ATTEMPTS`] times (14 s of backoff in the e2e test) before
 /// the deploy could move that subnet's share to another; the quota answers
-/// are 400s and never retried anyway.
-const FINAL_LAUNCH_ANSWERS: [&str; 3] = [
-    "InsufficientInstanceCapacity",
-    "InstanceLimitExceeded",
-    "VcpuLimitExceeded",
-];
-
-/// Forbids retrying a RunInstances that answered one of
-/// [`FINAL_LAUNCH_ANSWERS`]; it runs after the SDK's own classifiers and,
-/// forbidding, overrides them.
+/// are 400s, never retried anyway. It runs after the SDK's own classifiers
+/// and, forbidding, overrides them.
 #[derive(Debug)]
 struct CapacityAnswersAreFinal;
 
@@ -93,7 +86,9 @@ impl ClassifyRetry for CapacityAnswersAreFinal {
             .and_then(|e| e.downcast_ref::<RunInstancesError>())
             .and_then(|e| e.code());
         match code {
-            Some(code) if FINAL_LAUNCH_ANSWERS.contains(&code) => RetryAction::RetryForbidden,
+            Some(code) if code == NO_CAPACITY_CODE || QUOTA_CODES.contains(&code) => {
+                RetryAction::RetryForbidden
+            }
             _ => RetryAction::NoActionIndicated,
         }
     }

@@ -14,15 +14,9 @@ use tokio::time::Instant;
 use super::DeployPlan;
 use super::swap::{Batch, Swap};
 use crate::config::TaskWhen;
-use crate::error::{Error, Result};
+use crate::error::{Error, NO_CAPACITY_CODE, QUOTA_CODES, Result};
 use crate::ports::{LaunchSpec, ShutdownBehaviour, Tags};
 use crate::release::{Built, Release};
-
-/// EC2's answer when an AZ has no capacity of the instance type.
-const NO_CAPACITY: &str = "InsufficientInstanceCapacity";
-
-/// EC2's answers when a launch would exceed the account's quota.
-const QUOTA_REACHED: [&str; 2] = ["InstanceLimitExceeded", "VcpuLimitExceeded"];
 
 /// The new fleet as launched so far.
 pub(super) struct Launched {
@@ -199,7 +193,7 @@ impl Launched {
                     return Err(self.no_capacity_anywhere(plan));
                 };
                 tracing::warn!(
-                    "{}AWS has no {} capacity in {subnet} ({NO_CAPACITY}); launching its {count} instance(s) in {other}",
+                    "{}AWS has no {} capacity in {subnet} ({NO_CAPACITY_CODE}); launching its {count} instance(s) in {other}",
                     swap.label(),
                     plan.shape.instance_type
                 );
@@ -220,11 +214,11 @@ impl Launched {
                     self.batch.extend(ids);
                     return Ok(());
                 }
-                Err(err) if err.aws_code() == Some(NO_CAPACITY) => {
+                Err(err) if err.aws_code() == Some(NO_CAPACITY_CODE) => {
                     self.no_capacity.insert(subnet.clone());
                 }
                 Err(err) => match err.aws_code() {
-                    Some(code) if QUOTA_REACHED.contains(&code) => {
+                    Some(code) if QUOTA_CODES.contains(&code) => {
                         return Err(self.quota_reached(plan, release, code, count, &subnet));
                     }
                     _ => return Err(err),
@@ -237,7 +231,7 @@ impl Launched {
     fn no_capacity_anywhere(&self, plan: &DeployPlan) -> Error {
         Error::DeployFailed {
             reason: format!(
-                "AWS has no {} capacity in any of {}'s subnets right now ({} each answered {NO_CAPACITY}); \
+                "AWS has no {} capacity in any of {}'s subnets right now ({} each answered {NO_CAPACITY_CODE}); \
                  deploy with another instance_type, add subnets in other availability zones, or try again later",
                 plan.shape.instance_type,
                 plan.env,
